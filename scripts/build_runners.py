@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Build the kit's profiling runner: prebuilt (from the wheel) or SME2 ON/OFF from source.
+
+Two flavors share one command-line contract (see runner/profiling_runner.cpp):
+
+* ``prebuilt`` (default, seconds): compiles ``runner/`` against the C++ runtime that
+  ships inside the installed ``executorch`` wheel. On an Apple M4 this is "SME2 as
+  shipped". Output: ``runners/prebuilt/``.
+* ``source`` (tens of minutes): builds ExecuTorch from a checkout together with the
+  runner, twice: ``sme2_on`` and ``sme2_off``. The two configurations differ only in
+  ``XNNPACK_ENABLE_ARM_SME2`` and ``XNNPACK_ENABLE_ARM_SME`` (SME2 off alone falls back
+  to SME1 kernels on M4). ``--kernels`` adds ``*_kernels`` variants whose XNNPACK
+  prints the microkernels it registers.
+
+Every runner folder gets a ``runner.json`` (schema in scripts/README.md) saying what
+was built: flavor, platform, CMake flags, ExecuTorch version and commit, compiler,
+and whether SME/SME2 kernels are in the binary.
+
+Example:
+    python scripts/build_runners.py                       # runners/prebuilt
+    python scripts/build_runners.py --flavor source --platform mac --kernels
+    python scripts/build_runners.py --flavor source --platform android --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+SCHEMA_VERSION = 1
+RUNNER_BINARY = "profiling_runner"
+MIN_NDK_CLANG_MAJOR = 18  # older NDK clang silently drops SME2 code paths
+ANDROID_PLATFORM = "android-28"
+
+# Flags every source build carries; ON and OFF variants add only the SME switches.
+SOURCE_COMMON_FLAGS = {
+    "CMAKE_BUILD_TYPE": "Release",
+    "EXECUTORCH_BUILD_XNNPACK": "ON",
+    "EXECUTORCH_BUILD_DEVTOOLS": "ON",
+    "EXECUTORCH_ENABLE_EVENT_TRACER": "ON",
+    "EXECUTORCH_BUILD_EXTENSION_DATA_LOADER": "ON",
+    "EXECUTORCH_BUILD_EXTENSION_FLAT_TENSOR": "ON",
+    "EXECUTORCH_BUILD_KERNELS_OPTIMIZED": "ON",
+    "EXECUTORCH_BUILD_KERNELS_QUANTIZED": "ON",
+    "EXECUTORCH_BUILD_PTHREADPOOL": "ON",
+    "EXECUTORCH_BUILD_CPUINFO": "ON",
+    "EXECUTORCH_ENABLE_LOGGING": "ON",
+}
+SME_SWITCHES = {
+    "sme2_on": {"XNNPACK_ENABLE_ARM_SME2": "ON", "XNNPACK_ENABLE_ARM_SME": "ON"},
+    "sme2_off": {"XNNPACK_ENABLE_ARM_SME2": "OFF", "XNNPACK_ENABLE_ARM_SME": "OFF"},
+}
+# Level 4 (info) makes XNNPACK print "Note (XNNPACK): Using <kind> microkernel '<name>'."
+KERNEL_LOG_FLAGS = {"EXECUTORCH_XNNPACK_LOG_LEVEL": "4"}
+
+# Per-platform facts: target architecture, runner-name suffix, extra CMake flags.
+PLATFORMS = {
+    "mac": {"arch": "arm64", "suffix": "", "flags": {"CMAKE_OSX_ARCHITECTURES": "arm64"}},
+    "linux": {"arch": platform.machine().lower().replace("amd64", "x86_64"), "suffix": "", "flags": {}},
+    "android": {"arch": "arm64", "suffix": "-android", "flags": {
+        "ANDROID_ABI": "arm64-v8a", "ANDROID_PLATFORM": ANDROID_PLATFORM, "ANDROID_STL": "c++_shared"}},
+}
+
+
+class BuildError(Exception):
+    """A problem the learner can fix; the message names it and the fix."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def host_platform() -> str:
+    return "mac" if sys.platform == "darwin" else "linux"
+
+
+def tool(name: str) -> str:
+    """Prefer the venv's CMake/Ninja (pinned) over whatever is on PATH."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if not found:
+        raise BuildError(f"{name} not found; run scripts/setup_repo.sh to install the pinned {name} into .venv")
+    return found
+
+
+def executorch_facts() -> dict:
+    """Version, commit and package folder of the installed executorch wheel."""
+    try:
+        import executorch
+        import executorch.version as version
+    except ImportError:
+        raise BuildError("executorch is not installed in this Python; run scripts/setup_repo.sh first") from None
+    package_dir = Path(list(executorch.__path__)[0])
+    return {"version": version.__version__.split("+")[0], "commit": version.git_version, "package_dir": package_dir}
+
+
+def parse_clang_major(version_text: str) -> int | None:
+    """Major version from `clang --version` output, e.g. 'Android (...) clang version 18.0.3 (...)' -> 18."""
+    match = re.search(r"clang version (\d+)\.", version_text)
+    return int(match.group(1)) if match else None
+
+
+def find_ndk(ndk_arg: str | None) -> Path:
+    candidates = [ndk_arg] + [os.environ.get(k) for k in ("ANDROID_NDK", "ANDROID_NDK_HOME", "ANDROID_NDK_ROOT")]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "build/cmake/android.toolchain.cmake").exists():
+            return Path(candidate)
+    raise BuildError("Android NDK not found; install NDK r27 or newer and pass --ndk DIR or set ANDROID_NDK")
+
+
+def check_ndk_clang(ndk: Path) -> str:
+    clangs = sorted(ndk.glob("toolchains/llvm/prebuilt/*/bin/clang"))
+    if not clangs:
+        raise BuildError(f"no clang under {ndk}/toolchains/llvm/prebuilt; reinstall the NDK (r27 or newer)")
+    text = subprocess.run([str(clangs[0]), "--version"], capture_output=True, text=True).stdout
+    major = parse_clang_major(text)
+    if major is None or major < MIN_NDK_CLANG_MAJOR:
+        raise BuildError(f"NDK clang {major} at {clangs[0]} is older than {MIN_NDK_CLANG_MAJOR} and silently drops "
+                         "SME2 kernels; install NDK r27 or newer")
+    return text.splitlines()[0].strip()
+
+
+def sources_fingerprint(runner_dir: Path, extra: dict) -> str:
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for path in sorted(runner_dir.glob("*")):
+        if path.is_file() and path.name != "CMakeUserPresets.json":
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def scan_sme_kernels(library: Path) -> dict:
+    """Which SME kernels a library carries, from the microkernel symbol names in it."""
+    names = set(re.findall(rb"(?:kai|xnn)_[A-Za-z0-9_]*sme[A-Za-z0-9_]*", library.read_bytes()))
+    sme2 = any(b"sme2" in name for name in names)
+    sme = any(re.search(rb"sme(?!2)", name) for name in names)
+    return {"sme2_kernels": sme2, "sme_kernels": sme}
+
+
+def compiler_facts(build_dir: Path) -> dict:
+    """Compiler id and version as CMake detected them for this build."""
+    for cmake_file in build_dir.glob("CMakeFiles/*/CMakeCXXCompiler.cmake"):
+        text = cmake_file.read_text()
+        found = dict(re.findall(r'set\(CMAKE_CXX_COMPILER_(ID|VERSION) "([^"]*)"\)', text))
+        return {"id": found.get("ID", "unknown"), "version": found.get("VERSION", "unknown")}
+    return {"id": "unknown", "version": "unknown"}
+
+
+def configure_command(source_dir: Path, build_dir: Path, flags: dict) -> list[str]:
+    return [tool("cmake"), "-S", str(source_dir), "-B", str(build_dir), "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}"] + [f"-D{key}={value}" for key, value in flags.items()]
+
+
+def build_command(build_dir: Path) -> list[str]:
+    return [tool("cmake"), "--build", str(build_dir), "-j", str(os.cpu_count() or 2)]
+
+
+def run_logged(command: list[str], log: Path, console: Console, what: str) -> None:
+    with log.open("a") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        console.print(f"[dim]{tail}[/dim]")
+        raise BuildError(f"{what} failed (full log: {log}); see 'runner build failure' in "
+                         "agentic-kits/troubleshooting-agent.md")
+
+
+def write_runner_json(runner_dir: Path, facts: dict) -> None:
+    (runner_dir / "runner.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, **facts}, indent=2) + "\n")
+
+
+def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
+    """Compile runner/ against the wheel's CMake package into runners/prebuilt."""
+    et = executorch_facts()
+    root = repo_root()
+    runner_dir = root / args.runners_dir / "prebuilt"
+    flags = {"CMAKE_BUILD_TYPE": "Release", "CMAKE_PREFIX_PATH": str(et["package_dir"])}
+    fingerprint = sources_fingerprint(root / "runner", {"flags": flags, "version": et["version"]})
+    existing = runner_dir / "runner.json"
+    if not args.force and existing.exists() and (runner_dir / RUNNER_BINARY).exists():
+        previous = json.loads(existing.read_text())
+        if previous.get("fingerprint") == fingerprint:
+            console.print(f"[green]up to date[/green] {runner_dir} (use --force to rebuild)")
+            return [previous]
+
+    build_dir = root / args.build_dir / "prebuilt"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "build.log"
+    log.write_text("")
+    started = time.monotonic()
+    with console.status("Building the prebuilt runner against the executorch wheel..."):
+        run_logged(configure_command(root / "runner", build_dir, flags), log, console, "CMake configure")
+        run_logged(build_command(build_dir), log, console, "runner build")
+    seconds = round(time.monotonic() - started, 2)
+
+    runner_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
+    xnnpack_lib = next(et["package_dir"].glob("lib/libexecutorch_backend_xnnpack.*"))
+    facts = {
+        "name": "prebuilt", "flavor": "prebuilt", "platform": host_platform(),
+        "target_arch": PLATFORMS[host_platform()]["arch"], "binary": RUNNER_BINARY,
+        "executorch_version": et["version"], "executorch_commit": et["commit"],
+        "compiler": compiler_facts(build_dir), "cmake_flags": flags,
+        **scan_sme_kernels(xnnpack_lib), "kernel_log": False,
+        "build_seconds": seconds, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint,
+    }
+    write_runner_json(runner_dir, facts)
+    console.print(f"[green]built[/green] {runner_dir / RUNNER_BINARY} in {seconds:.1f} s")
+    return [facts]
+
+
+def source_variants(kernels: bool) -> list[tuple[str, dict]]:
+    variants = [(name, dict(switches)) for name, switches in SME_SWITCHES.items()]
+    if kernels:
+        variants += [(f"{name}_kernels", {**switches, **KERNEL_LOG_FLAGS}) for name, switches in SME_SWITCHES.items()]
+    return variants
+
+
+def plan_source_builds(args: argparse.Namespace) -> list[dict]:
+    """The configure/build steps for each variant; ON and OFF differ only in the SME switches."""
+    root = repo_root()
+    checkout = Path(args.executorch_dir).resolve()
+    target = PLATFORMS[args.platform]
+    base = {**SOURCE_COMMON_FLAGS, "EXECUTORCH_SOURCE_DIR": str(checkout), **target["flags"]}
+    if args.platform == "android":
+        base["CMAKE_TOOLCHAIN_FILE"] = str(find_ndk(args.ndk) / "build/cmake/android.toolchain.cmake")
+    plans = []
+    for variant, switches in source_variants(args.kernels):
+        name = variant + target["suffix"]
+        flags = {**base, **switches}
+        build_dir = root / args.build_dir / name
+        plans.append({
+            "name": name, "variant": variant, "platform": args.platform, "target_arch": target["arch"],
+            "cmake_flags": flags, "build_dir": str(build_dir),
+            "configure": configure_command(root / "runner", build_dir, flags),
+            "build": build_command(build_dir),
+        })
+    return plans
+
+
+def user_presets(plans: list[dict]) -> dict:
+    """CMakeUserPresets.json for runner/: one configure and one build preset per variant."""
+    configure = [{"name": p["name"], "displayName": f"{p['name']} ({p['platform']})", "generator": "Ninja",
+                  "binaryDir": p["build_dir"], "cacheVariables": p["cmake_flags"]} for p in plans]
+    build = [{"name": p["name"], "configurePreset": p["name"], "jobs": os.cpu_count() or 2} for p in plans]
+    return {"version": 6, "cmakeMinimumRequired": {"major": 3, "minor": 29, "patch": 0},
+            "configurePresets": configure, "buildPresets": build}
+
+
+def check_checkout(checkout: Path, expected_commit: str, console: Console) -> str:
+    if not (checkout / "CMakeLists.txt").exists() or not (checkout / "backends/xnnpack").exists():
+        raise BuildError(f"ExecuTorch checkout not found at {checkout}; run scripts/setup_repo.sh --with-source "
+                         "or pass --executorch-dir")
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() or "unknown"
+    if commit != expected_commit:
+        console.print(f"[yellow]warning:[/yellow] checkout is at {commit[:12]}, the wheel was built from "
+                      f"{expected_commit[:12]}: runner and Python export may disagree")
+    return commit
+
+
+def build_source(args: argparse.Namespace, console: Console) -> list[dict]:
+    et = executorch_facts()
+    plans = plan_source_builds(args)
+    ndk_clang = check_ndk_clang(find_ndk(args.ndk)) if args.platform == "android" else None
+    commit = check_checkout(Path(args.executorch_dir), et["commit"], console)
+    presets_path = repo_root() / "runner" / "CMakeUserPresets.json"
+    presets_path.write_text(json.dumps(user_presets(plans), indent=2) + "\n")
+    console.print(f"wrote {presets_path} (cmake --preset <name> from runner/ reproduces each build)")
+
+    built = []
+    for plan in plans:
+        build_dir = Path(plan["build_dir"])
+        build_dir.mkdir(parents=True, exist_ok=True)
+        log = build_dir / "build.log"
+        log.write_text("")
+        started = time.monotonic()
+        with console.status(f"Building {plan['name']} from source (this takes a while)..."):
+            run_logged(plan["configure"], log, console, f"CMake configure of {plan['name']}")
+            run_logged(plan["build"], log, console, f"build of {plan['name']}")
+        runner_dir = repo_root() / args.runners_dir / plan["name"]
+        runner_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
+        if args.platform == "android":
+            libcxx = next(find_ndk(args.ndk).glob("toolchains/llvm/prebuilt/*/sysroot/usr/lib/aarch64-linux-android/libc++_shared.so"))
+            shutil.copy2(libcxx, runner_dir / "libc++_shared.so")
+        flags = plan["cmake_flags"]
+        arm = plan["target_arch"] in ("arm64", "aarch64")
+        facts = {
+            "name": plan["name"], "flavor": "source", "platform": plan["platform"], "target_arch": plan["target_arch"],
+            "binary": RUNNER_BINARY, "executorch_version": et["version"], "executorch_commit": commit,
+            "compiler": compiler_facts(build_dir) | ({"ndk_clang": ndk_clang} if ndk_clang else {}),
+            "cmake_flags": flags,
+            "sme2_kernels": arm and flags["XNNPACK_ENABLE_ARM_SME2"] == "ON",
+            "sme_kernels": arm and flags["XNNPACK_ENABLE_ARM_SME"] == "ON",
+            "kernel_log": "EXECUTORCH_XNNPACK_LOG_LEVEL" in flags,
+            "build_seconds": round(time.monotonic() - started, 2),
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_runner_json(runner_dir, facts)
+        built.append(facts)
+        console.print(f"[green]built[/green] {runner_dir / RUNNER_BINARY} in {facts['build_seconds']:.0f} s")
+    return built
+
+
+def show_plan(plans: list[dict], console: Console) -> None:
+    for plan in plans:
+        console.print(f"[bold]{plan['name']}[/bold]")
+        console.print("  " + " ".join(plan["configure"]), soft_wrap=True)
+        console.print("  " + " ".join(plan["build"]), soft_wrap=True)
+
+
+def summarize(built: list[dict], console: Console) -> None:
+    table = Table(title="Runners")
+    for column in ("name", "flavor", "platform", "SME2 kernels", "SME kernels", "kernel log", "build s"):
+        table.add_column(column)
+    for facts in built:
+        table.add_row(facts["name"], facts["flavor"], facts["platform"], str(facts["sme2_kernels"]),
+                      str(facts["sme_kernels"]), str(facts["kernel_log"]), str(facts["build_seconds"]))
+    console.print(table)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flavor", choices=["prebuilt", "source"], default="prebuilt",
+                        help="prebuilt: link the wheel's runtime (seconds); source: SME2 ON/OFF from a checkout")
+    parser.add_argument("--platform", choices=sorted(PLATFORMS), default=host_platform(),
+                        help="target platform (default: this host)")
+    parser.add_argument("--executorch-dir", default=str(repo_root() / "third_party" / "executorch"),
+                        help="ExecuTorch checkout for --flavor source (default: third_party/executorch, made by "
+                             "setup_repo.sh --with-source)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also build sme2_on_kernels / sme2_off_kernels, which log XNNPACK microkernels")
+    parser.add_argument("--ndk", help="Android NDK r27+ (default: $ANDROID_NDK, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
+    parser.add_argument("--runners-dir", default="runners", help="where runner folders go (default: runners)")
+    parser.add_argument("--build-dir", default="build", help="CMake build trees (default: build)")
+    parser.add_argument("--force", action="store_true", help="rebuild the prebuilt runner even if up to date")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the configure and build commands (and presets) without building")
+    parser.add_argument("--json", action="store_true", help="print the result (or with --dry-run, the plan) as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=args.json)
+    try:
+        if args.flavor == "prebuilt" and args.platform not in ("mac", "linux"):
+            raise BuildError(f"--flavor prebuilt builds for this host only; use --flavor source for {args.platform}")
+        if args.flavor == "prebuilt" and args.platform != host_platform():
+            raise BuildError(f"--platform {args.platform} does not match this host ({host_platform()})")
+        if args.dry_run:
+            if args.flavor != "source":
+                raise BuildError("--dry-run applies to --flavor source")
+            plans = plan_source_builds(args)
+            if args.json:
+                print(json.dumps({"variants": plans, "presets": user_presets(plans)}, indent=2))
+            else:
+                show_plan(plans, console)
+            return 0
+        built = build_prebuilt(args, console) if args.flavor == "prebuilt" else build_source(args, console)
+    except BuildError as error:
+        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+        return 1
+    if args.json:
+        print(json.dumps(built, indent=2))
+    else:
+        summarize(built, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures: the repository, the venv's Python, a built runner and a tiny exported model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def venv_python() -> str:
+    """The interpreter running the tests: the venv the README's test command set up."""
+    return sys.executable
+
+
+@pytest.fixture(scope="session")
+def prebuilt_runner(venv_python: str) -> Path:
+    """runners/prebuilt/profiling_runner, built (or found up to date) by build_runners.py."""
+    subprocess.run([venv_python, str(REPO_ROOT / "scripts/build_runners.py")], check=True, capture_output=True)
+    runner = REPO_ROOT / "runners/prebuilt/profiling_runner"
+    assert runner.exists()
+    return runner
+
+
+TINY_CNN_EXPORT = """
+import sys, torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+
+class TinyCnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+torch.manual_seed(0)
+program = torch.export.export(TinyCnn().eval(), (torch.randn(1, 3, 16, 16),))
+partitioners = [XnnpackPartitioner()] if sys.argv[2] == "xnnpack" else []
+lowered = to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch()
+open(sys.argv[1], "wb").write(lowered.buffer)
+"""
+
+
+def _export_tiny(venv_python: str, out: Path, backend: str) -> Path:
+    subprocess.run([venv_python, "-c", TINY_CNN_EXPORT, str(out), backend], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_pte(tmp_path_factory, venv_python: str) -> Path:
+    """A tiny CNN lowered to XNNPACK (fp32)."""
+    return _export_tiny(venv_python, tmp_path_factory.mktemp("models") / "tiny_xnnpack_fp32.pte", "xnnpack")
+
+
+@pytest.fixture(scope="session")
+def toy_portable_pte(tmp_path_factory, venv_python: str) -> Path:
+    """The same tiny CNN with no delegate: every operator runs on the portable/optimized kernels."""
+    return _export_tiny(venv_python, tmp_path_factory.mktemp("models") / "tiny_portable_fp32.pte", "portable")
