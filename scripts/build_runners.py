@@ -179,8 +179,10 @@ def run_logged(command: list[str], log: Path, console: Console, what: str) -> No
                          "agentic-kits/troubleshooting-agent.md")
 
 
-def write_runner_json(runner_dir: Path, facts: dict) -> None:
-    (runner_dir / "runner.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, **facts}, indent=2) + "\n")
+def write_runner_json(runner_dir: Path, facts: dict) -> dict:
+    record = {"schema_version": SCHEMA_VERSION, **facts}
+    (runner_dir / "runner.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
@@ -219,9 +221,8 @@ def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
         "build_seconds": seconds, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
     }
-    write_runner_json(runner_dir, facts)
     console.print(f"[green]built[/green] {runner_dir / RUNNER_BINARY} in {seconds:.1f} s")
-    return [facts]
+    return [write_runner_json(runner_dir, facts)]
 
 
 def source_variants(kernels: bool) -> list[tuple[str, dict]]:
@@ -312,8 +313,7 @@ def build_source(args: argparse.Namespace, console: Console) -> list[dict]:
             "build_seconds": round(time.monotonic() - started, 2),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        write_runner_json(runner_dir, facts)
-        built.append(facts)
+        built.append(write_runner_json(runner_dir, facts))
         console.print(f"[green]built[/green] {runner_dir / RUNNER_BINARY} in {facts['build_seconds']:.0f} s")
     return built
 
