@@ -1,0 +1,77 @@
+"""Checks shared by the doc tests and the agentic-kit tests.
+
+A page or kit may only name scripts that exist and flags their ``--help`` lists. The
+checker reads fenced ``bash`` blocks, joins continued lines, splits commands on shell
+operators and looks at every word that names a file under ``scripts/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SCRIPT_WORD = re.compile(r"(?:^|/)(scripts/[\w.-]+\.(?:py|sh))$")
+FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9_-]*)")
+
+
+def fenced_blocks(markdown: str, language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(markdown) if lang == language]
+
+
+def shell_commands(block: str) -> list[str]:
+    """One string per command: comments dropped, continuations joined, split on && || ; |."""
+    joined = re.sub(r"\\\n", " ", block)
+    commands = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        commands += [part.strip() for part in re.split(r"&&|\|\||;|\|", line) if part.strip()]
+    return commands
+
+
+def script_calls(command: str) -> list[tuple[str, list[str]]]:
+    """(script path relative to the repo, flags given to it) for each kit script a command runs."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        words = command.split()
+    calls = []
+    for index, word in enumerate(words):
+        match = SCRIPT_WORD.search(word)
+        if match:
+            flags = [w.split("=")[0] for w in words[index + 1:] if w.startswith("--")]
+            calls.append((match.group(1), flags))
+    return calls
+
+
+@functools.lru_cache(maxsize=None)
+def help_flags(script: str) -> frozenset[str]:
+    """Every --flag the script's --help output mentions."""
+    path = REPO_ROOT / script
+    runner = [sys.executable] if path.suffix == ".py" else ["bash"]
+    result = subprocess.run(runner + [str(path), "--help"], capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=120)
+    return frozenset(FLAG.findall(result.stdout + result.stderr))
+
+
+def command_problems(markdown: str, source: str) -> list[str]:
+    """Problems with the kit-script commands in a markdown text's bash blocks."""
+    problems = []
+    for block in fenced_blocks(markdown, "bash"):
+        for command in shell_commands(block):
+            for script, flags in script_calls(command):
+                if not (REPO_ROOT / script).exists():
+                    problems.append(f"{source}: names {script}, which does not exist")
+                    continue
+                known = help_flags(script)
+                for flag in flags:
+                    if flag not in known:
+                        problems.append(f"{source}: {script} has no flag {flag} (its --help lists {sorted(known)})")
+    return problems
