@@ -102,6 +102,17 @@ check_python() {
   step "Python $version ($PYTHON)"
 }
 
+# Git and a C/C++ compiler, checked before minutes of installing; validate_setup.py owns the rules.
+check_prerequisites() {
+  local failures
+  failures=$("$PYTHON" "$REPO_ROOT/scripts/validate_setup.py" --prerequisites --json |
+    "$PYTHON" -c 'import json, sys
+fails = [c for c in json.load(sys.stdin)["checks"] if c["status"] == "FAIL"]
+print(" | ".join("%s: %s; fix: %s" % (c["name"], c["detail"], c["fix"]) for c in fails))') || true
+  [[ -z $failures ]] || die "$failures"
+  step "prerequisites: git and a C/C++ compiler found"
+}
+
 ensure_venv() {
   if [[ -x $VENV_DIR/bin/python ]]; then
     "$VENV_DIR/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null ||
@@ -229,6 +240,7 @@ validate() {
 main() {
   parse_args "$@"
   check_python
+  check_prerequisites
   ensure_venv
   install_requirements
   if [[ $WITH_SOURCE == 1 ]]; then

@@ -67,7 +67,8 @@ ARM_CPU_PARTS = {
     "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2", "0xd49": "Neoverse-N2",
     "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3", "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520",
     "0xd81": "Cortex-A720", "0xd82": "Cortex-X4", "0xd84": "Neoverse-V3", "0xd85": "Cortex-X925",
-    "0xd87": "Cortex-A725", "0xd8e": "Neoverse-N3",
+    "0xd87": "Cortex-A725", "0xd8a": "C1-Nano", "0xd8b": "C1-Pro", "0xd8c": "C1-Ultra", "0xd8e": "Neoverse-N3",
+    "0xd90": "C1-Premium",
 }
 PROBE_TIMEOUT_S = 180
 COMMAND_TIMEOUT_S = 30
