@@ -5,7 +5,9 @@ Two flavors share one command-line contract (see runner/profiling_runner.cpp):
 
 * ``prebuilt`` (default, seconds): compiles ``runner/`` against the C++ runtime that
   ships inside the installed ``executorch`` wheel. On an Apple M4 this is "SME2 as
-  shipped". Output: ``runners/prebuilt/``.
+  shipped". Output: ``runners/prebuilt/``. ``--platform linux-aarch64`` cross-compiles
+  it for Arm Linux (boards, or QEMU) against the arm64 wheel of the same version, with
+  the runtime libraries copied beside the binary: ``runners/prebuilt-linux-aarch64/``.
 * ``source`` (tens of minutes): builds ExecuTorch from a checkout together with the
   runner, twice: ``sme2_on`` and ``sme2_off``. The two configurations differ only in
   ``XNNPACK_ENABLE_ARM_SME2`` and ``XNNPACK_ENABLE_ARM_SME`` (SME2 off alone falls back
@@ -18,6 +20,7 @@ and whether SME/SME2 kernels are in the binary.
 
 Example:
     python scripts/build_runners.py                       # runners/prebuilt
+    python scripts/build_runners.py --platform linux-aarch64 --executorch-package DIR
     python scripts/build_runners.py --flavor source --platform mac --kernels
     python scripts/build_runners.py --flavor source --platform android --dry-run
 """
@@ -44,6 +47,7 @@ SCHEMA_VERSION = 1
 RUNNER_BINARY = "profiling_runner"
 MIN_NDK_CLANG_MAJOR = 18  # older NDK clang silently drops SME2 code paths
 ANDROID_PLATFORM = "android-28"
+CROSS_TRIPLE = "aarch64-linux-gnu"  # Debian/Ubuntu package g++-aarch64-linux-gnu
 
 # Flags every source build carries; ON and OFF variants add only the SME switches.
 SOURCE_COMMON_FLAGS = {
@@ -72,7 +76,10 @@ PLATFORMS = {
     "linux": {"arch": platform.machine().lower().replace("amd64", "x86_64"), "suffix": "", "flags": {}},
     "android": {"arch": "arm64", "suffix": "-android", "flags": {
         "ANDROID_ABI": "arm64-v8a", "ANDROID_PLATFORM": ANDROID_PLATFORM, "ANDROID_STL": "c++_shared"}},
+    "linux-aarch64": {"arch": "aarch64", "suffix": "-linux-aarch64", "flags": {}},
 }
+# Which --platform values the prebuilt flavor can build from each host.
+PREBUILT_TARGETS = {"mac": ("mac",), "linux": ("linux", "linux-aarch64")}
 
 
 class BuildError(Exception):
@@ -105,6 +112,88 @@ def executorch_facts() -> dict:
         raise BuildError("executorch is not installed in this Python; run scripts/setup_repo.sh first") from None
     package_dir = Path(list(executorch.__path__)[0])
     return {"version": version.__version__.split("+")[0], "commit": version.git_version, "package_dir": package_dir}
+
+
+def cross_compiling(target: str) -> bool:
+    return target == "linux-aarch64" and PLATFORMS["linux"]["arch"] not in ("aarch64", "arm64")
+
+
+def unpacked_package_facts(package_dir: Path) -> dict:
+    """Version and commit of an unpacked executorch package, read from its version.py as text
+    (it is another architecture's package, so it cannot be imported here)."""
+    text = (package_dir / "version.py").read_text()
+    version = re.search(r"""__version__\s*=\s*["']([^"'+]+)""", text)
+    commit = re.search(r"""git_version[^=]*=\s*["']([0-9a-f]{40})""", text)
+    return {"version": version.group(1) if version else "unknown",
+            "commit": commit.group(1) if commit else "unknown", "package_dir": package_dir}
+
+
+def arm64_package(package_arg: str | None, installed: dict) -> dict:
+    """The arm64 executorch package to cross-compile against: --executorch-package, or the one
+    test-cases/emulator/setup_emulator.sh unpacks. It must be the venv's executorch version."""
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    default = repo_root() / "build" / "emulator" / f"executorch-{installed['version']}-{tag}-aarch64"
+    folder = Path(package_arg).resolve() if package_arg else default
+    package_dir = next((d for d in (folder, folder / "executorch") if (d / "share/cmake/executorch-config.cmake").exists()), None)
+    if package_dir is None:
+        raise BuildError(f"no arm64 executorch package at {folder}; run test-cases/emulator/setup_emulator.sh, or "
+                         f"pip download --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 "
+                         f"executorch=={installed['version']}, unzip it and pass --executorch-package DIR")
+    facts = unpacked_package_facts(package_dir)
+    if facts["version"] != installed["version"]:
+        raise BuildError(f"arm64 executorch {facts['version']} at {package_dir} does not match the installed "
+                         f"{installed['version']} (its .pte files would not load); unpack executorch=="
+                         f"{installed['version']} instead")
+    return facts
+
+
+def write_cross_toolchain(build_dir: Path) -> Path:
+    """A CMake toolchain file for the GNU aarch64 cross compiler, in the build folder."""
+    compiler = shutil.which(f"{CROSS_TRIPLE}-g++")
+    if not compiler:
+        raise BuildError(f"{CROSS_TRIPLE}-g++ not found; install g++-{CROSS_TRIPLE} (Debian/Ubuntu) or run "
+                         "test-cases/emulator/setup_emulator.sh")
+    bin_dir = Path(compiler).parent
+    sysroot = bin_dir.parent / CROSS_TRIPLE
+    # PACKAGE BOTH: the executorch package is an unpacked wheel outside the sysroot.
+    text = f"""set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR aarch64)
+set(CMAKE_C_COMPILER {bin_dir / (CROSS_TRIPLE + "-gcc")})
+set(CMAKE_CXX_COMPILER {compiler})
+set(CMAKE_FIND_ROOT_PATH {sysroot})
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
+"""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    path = build_dir / f"{CROSS_TRIPLE}.toolchain.cmake"
+    path.write_text(text)
+    return path
+
+
+def needed_libraries(elf: Path) -> list[str]:
+    """DT_NEEDED entries of an ELF file (GNU readelf reads any architecture)."""
+    readelf = shutil.which("readelf") or shutil.which(f"{CROSS_TRIPLE}-readelf")
+    if not readelf:
+        raise BuildError("readelf not found; install binutils")
+    output = subprocess.run([readelf, "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", output)
+
+
+def bundle_runtime_libraries(binary: Path, lib_dir: Path, runner_dir: Path) -> list[str]:
+    """Copy the package libraries the runner loads (transitively) beside it. Its $ORIGIN rpath
+    finds them there, so the folder runs anywhere, e.g. pushed to a board as is."""
+    copied: list[str] = []
+    pending = needed_libraries(binary)
+    while pending:
+        name = pending.pop()
+        if name in copied or not (lib_dir / name).exists():
+            continue  # system libraries (libc, libstdc++) come from the target
+        shutil.copy2(lib_dir / name, runner_dir / name)
+        copied.append(name)
+        pending += needed_libraries(lib_dir / name)
+    return sorted(copied)
 
 
 def parse_clang_major(version_text: str) -> int | None:
@@ -186,11 +275,17 @@ def write_runner_json(runner_dir: Path, facts: dict) -> dict:
 
 
 def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
-    """Compile runner/ against the wheel's CMake package into runners/prebuilt."""
+    """Compile runner/ against the wheel's CMake package into runners/prebuilt[-<platform>]."""
     et = executorch_facts()
+    if args.platform == "linux-aarch64" and (cross_compiling(args.platform) or args.executorch_package):
+        et = arm64_package(args.executorch_package, et)
     root = repo_root()
-    runner_dir = root / args.runners_dir / "prebuilt"
+    name = "prebuilt" + PLATFORMS[args.platform]["suffix"]
+    runner_dir = root / args.runners_dir / name
+    build_dir = root / args.build_dir / name
     flags = {"CMAKE_BUILD_TYPE": "Release", "CMAKE_PREFIX_PATH": str(et["package_dir"])}
+    if cross_compiling(args.platform):
+        flags["CMAKE_TOOLCHAIN_FILE"] = str(write_cross_toolchain(build_dir))
     fingerprint = sources_fingerprint(root / "runner", {"flags": flags, "version": et["version"]})
     existing = runner_dir / "runner.json"
     if not args.force and existing.exists() and (runner_dir / RUNNER_BINARY).exists():
@@ -199,22 +294,23 @@ def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
             console.print(f"[green]up to date[/green] {runner_dir} (use --force to rebuild)")
             return [previous]
 
-    build_dir = root / args.build_dir / "prebuilt"
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "build.log"
     log.write_text("")
     started = time.monotonic()
-    with console.status("Building the prebuilt runner against the executorch wheel..."):
+    with console.status(f"Building the {name} runner against the executorch wheel..."):
         run_logged(configure_command(root / "runner", build_dir, flags), log, console, "CMake configure")
         run_logged(build_command(build_dir), log, console, "runner build")
     seconds = round(time.monotonic() - started, 2)
 
     runner_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
+    if args.platform == "linux-aarch64":
+        bundle_runtime_libraries(runner_dir / RUNNER_BINARY, et["package_dir"] / "lib", runner_dir)
     xnnpack_lib = next(et["package_dir"].glob("lib/libexecutorch_backend_xnnpack.*"))
     facts = {
-        "name": "prebuilt", "flavor": "prebuilt", "platform": host_platform(),
-        "target_arch": PLATFORMS[host_platform()]["arch"], "binary": RUNNER_BINARY,
+        "name": name, "flavor": "prebuilt", "platform": args.platform,
+        "target_arch": PLATFORMS[args.platform]["arch"], "binary": RUNNER_BINARY,
         "executorch_version": et["version"], "executorch_commit": et["commit"],
         "compiler": compiler_facts(build_dir), "cmake_flags": flags,
         **scan_sme_kernels(xnnpack_lib), "kernel_log": False,
@@ -240,6 +336,8 @@ def plan_source_builds(args: argparse.Namespace) -> list[dict]:
     base = {**SOURCE_COMMON_FLAGS, "EXECUTORCH_SOURCE_DIR": str(checkout), **target["flags"]}
     if args.platform == "android":
         base["CMAKE_TOOLCHAIN_FILE"] = str(find_ndk(args.ndk) / "build/cmake/android.toolchain.cmake")
+    if cross_compiling(args.platform):
+        base["CMAKE_TOOLCHAIN_FILE"] = str(write_cross_toolchain(root / args.build_dir / "toolchains"))
     plans = []
     for variant, switches in source_variants(args.kernels):
         name = variant + target["suffix"]
@@ -346,6 +444,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "setup_repo.sh --with-source)")
     parser.add_argument("--kernels", action="store_true",
                         help="also build sme2_on_kernels / sme2_off_kernels, which log XNNPACK microkernels")
+    parser.add_argument("--executorch-package",
+                        help="unpacked arm64 executorch wheel for --flavor prebuilt --platform linux-aarch64 "
+                             "(default: build/emulator/executorch-<version>-cp<python>-aarch64, made by "
+                             "test-cases/emulator/setup_emulator.sh)")
     parser.add_argument("--ndk", help="Android NDK r27+ (default: $ANDROID_NDK, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     parser.add_argument("--runners-dir", default="runners", help="where runner folders go (default: runners)")
     parser.add_argument("--build-dir", default="build", help="CMake build trees (default: build)")
@@ -360,10 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
     try:
-        if args.flavor == "prebuilt" and args.platform not in ("mac", "linux"):
-            raise BuildError(f"--flavor prebuilt builds for this host only; use --flavor source for {args.platform}")
-        if args.flavor == "prebuilt" and args.platform != host_platform():
-            raise BuildError(f"--platform {args.platform} does not match this host ({host_platform()})")
+        if args.flavor == "prebuilt" and args.platform not in PREBUILT_TARGETS[host_platform()]:
+            raise BuildError(f"--flavor prebuilt on {host_platform()} builds for "
+                             f"{' or '.join(PREBUILT_TARGETS[host_platform()])}; use --flavor source for {args.platform}")
         if args.dry_run:
             if args.flavor != "source":
                 raise BuildError("--dry-run applies to --flavor source")

@@ -1,0 +1,252 @@
+"""The emulated Armv9 device: the arm64 ExecuTorch runtime under qemu-aarch64, with SME on and off.
+
+QEMU 10's `-cpu max` emulates SME (not SME2); `-cpu max,sme=off` has neither. The same cross-built
+runner (`build_runners.py --platform linux-aarch64`) and the same .pte take XNNPACK's KleidiAI
+packed path only when the CPU has SME, which shows in the ETDump operator names: `PF32` instead
+of `F32`. test-cases/emulator/setup_emulator.sh installs the tools (the README's test command runs
+it). These tests run on Linux x86_64 only; there, with CI set, missing tools are a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.emulated
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_RUNNERS = REPO_ROOT / "scripts/build_runners.py"
+SETUP_EMULATOR = "./test-cases/emulator/setup_emulator.sh"
+SYSROOT = Path("/usr/aarch64-linux-gnu")
+MIN_QEMU_MAJOR = 10
+EM_AARCH64 = 183  # ELF e_machine
+# The two emulated devices: name -> QEMU CPU model.
+DEVICES = {"sme": "max", "nosme": "max,sme=off"}
+
+# Conv and FC operator types (XNNPACK names without ' #N') the tiny CNN gives per export and device,
+# observed with the arm64 executorch 1.5.1 wheel under QEMU 10.0. The datatype tag is the kernel
+# path: P-prefixed tags are KleidiAI's packed SME kernels; QP8 is KleidiAI on either CPU.
+MATMUL_OPS = {
+    ("fp32", "sme"): {"Convolution (NHWC, PF32) IGEMM", "Fully Connected (NC, PF32) GEMM"},
+    ("fp32", "nosme"): {"Convolution (NHWC, F32) IGEMM", "Fully Connected (NC, F32) GEMM"},
+    ("fp16", "sme"): {"Convolution (NHWC, PF16) IGEMM", "Fully Connected (NC, PF16) GEMM"},
+    ("fp16", "nosme"): {"Convolution (NHWC, F16) IGEMM", "Fully Connected (NC, F16) GEMM"},
+    ("int8_static", "sme"): {"Convolution (NHWC, PQS8, QS8, QC8W) IGEMM", "Fully Connected (NC, PQS8, QC8W) GEMM"},
+    ("int8_static", "nosme"): {"Convolution (NHWC, QC8) IGEMM", "Fully Connected (NC, QS8, QC8W) GEMM"},
+    # Dynamic quantization covers linear layers only: the conv stays fp32.
+    ("int8_dynamic", "sme"): {"Convolution (NHWC, PF32) IGEMM", "Fully Connected (NC, QP8, F32, QC8W) GEMM"},
+    ("int8_dynamic", "nosme"): {"Convolution (NHWC, F32) IGEMM", "Fully Connected (NC, QP8, F32, QC8W) GEMM"},
+}
+SME_PACKED_TAGS = {"PF32", "PF16", "PQS8"}
+
+# The conftest's tiny CNN in fp16 and in int8 (XNNPACKQuantizer, static and dynamic per-channel).
+DTYPE_EXPORT = """
+import sys, torch
+from pathlib import Path
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+    XNNPACKQuantizer, get_symmetric_quantization_config)
+from executorch.exir import to_edge_transform_and_lower
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+class TinyCnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+def lower(model, example, out):
+    program = torch.export.export(model, example)
+    out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+
+def quantized(example, **config):
+    captured = torch.export.export(TinyCnn().eval(), example).module()
+    prepared = prepare_pt2e(captured, XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**config)))
+    prepared(*example)
+    return convert_pt2e(prepared)
+
+out = Path(sys.argv[1])
+torch.manual_seed(0)
+x = torch.randn(1, 3, 16, 16)
+lower(TinyCnn().eval().half(), (x.half(),), out / "fp16.pte")
+lower(quantized((x,), is_per_channel=True), (x,), out / "int8_static.pte")
+lower(quantized((x,), is_per_channel=True, is_dynamic=True), (x,), out / "int8_dynamic.pte")
+"""
+
+
+@dataclass(frozen=True)
+class Emulator:
+    qemu: str
+    sysroot: Path
+
+    def command(self, device: str) -> list[str]:
+        """The prefix that runs an aarch64 program on one emulated device."""
+        return [self.qemu, "-L", str(self.sysroot), "-cpu", DEVICES[device]]
+
+
+def missing_tooling() -> str | None:
+    """What the emulated device lacks on this host, or None."""
+    qemu = shutil.which("qemu-aarch64")
+    if not qemu:
+        return "qemu-aarch64 is not installed"
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    major = re.search(r"version (\d+)\.", version)
+    if not major or int(major.group(1)) < MIN_QEMU_MAJOR:
+        return f"qemu-aarch64 is older than {MIN_QEMU_MAJOR} ({version.splitlines()[0] if version else 'unknown'})"
+    if not shutil.which("aarch64-linux-gnu-g++") or not (SYSROOT / "lib/ld-linux-aarch64.so.1").exists():
+        return "the aarch64 cross toolchain (g++-aarch64-linux-gnu) is not installed"
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    if not list((REPO_ROOT / "build/emulator").glob(f"executorch-*-{tag}-aarch64/executorch/share/cmake")):
+        return "the arm64 executorch wheel is not unpacked under build/emulator"
+    return None
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Emulator:
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip(f"the emulated Armv9 device runs on Linux x86_64 hosts only (this is "
+                    f"{platform.system()} {platform.machine()})")
+    missing = missing_tooling()
+    if missing:
+        message = f"{missing}; run {SETUP_EMULATOR}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the emulated device tests: {message}", pytrace=False)
+        pytest.skip(message)
+    return Emulator(qemu=shutil.which("qemu-aarch64"), sysroot=SYSROOT)
+
+
+@pytest.fixture(scope="session")
+def arm64_runner(emulator: Emulator, venv_python: str) -> Path:
+    """runners/prebuilt-linux-aarch64/profiling_runner, cross-built (or found up to date)."""
+    result = subprocess.run([venv_python, str(BUILD_RUNNERS), "--platform", "linux-aarch64"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return REPO_ROOT / "runners/prebuilt-linux-aarch64/profiling_runner"
+
+
+@pytest.fixture(scope="session")
+def guest_cat(emulator: Emulator, tmp_path_factory) -> Path:
+    """A static aarch64 `cat`, to read files as the emulated device sees them."""
+    binary = tmp_path_factory.mktemp("guest") / "cat"
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(binary),
+                    str(REPO_ROOT / "test-cases/emulator/guest_cat.c")], check=True)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def models(toy_pte: Path, tmp_path_factory, venv_python: str) -> dict[str, Path]:
+    """The tiny CNN lowered to XNNPACK in each datatype."""
+    out = tmp_path_factory.mktemp("dtype_models")
+    subprocess.run([venv_python, "-c", DTYPE_EXPORT, str(out)], check=True, capture_output=True)
+    return {"fp32": toy_pte, **{dtype: out / f"{dtype}.pte" for dtype in ("fp16", "int8_static", "int8_dynamic")}}
+
+
+def run_on_device(emulator: Emulator, runner: Path, device: str, model: Path, out: Path) -> dict:
+    """One timing + trace invocation of the runner on an emulated device; returns its timing JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = emulator.command(device) + [str(runner), "--model_path", str(model), "--num_executions", "2",
+                                          "--warmup", "1", "--timing_json", str(out / "timing.json"),
+                                          "--etdump_path", str(out / "trace.etdump")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((out / "timing.json").read_text())
+
+
+def event_names(etdump: Path) -> set[str]:
+    import warnings
+
+    from executorch.devtools import Inspector
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Output Buffer not found")  # no debug buffer: op timing only
+        inspector = Inspector(etdump_path=str(etdump))
+    return {event.name for block in inspector.event_blocks for event in block.events}
+
+
+def matmul_op_types(names: set[str]) -> set[str]:
+    return {re.sub(r" #\d+$", "", name) for name in names if name.startswith(("Convolution", "Fully Connected"))}
+
+
+def datatype_tags(op_type: str) -> set[str]:
+    match = re.search(r"\(([^)]*)\)", op_type)
+    return {tag.strip() for tag in match.group(1).split(",")} if match else set()
+
+
+def test_cross_built_runner_is_a_self_contained_arm64_folder(arm64_runner: Path):
+    facts = json.loads((arm64_runner.parent / "runner.json").read_text())
+    assert facts["name"] == "prebuilt-linux-aarch64" and facts["flavor"] == "prebuilt"
+    assert facts["platform"] == "linux-aarch64" and facts["target_arch"] == "aarch64"
+    assert facts["executorch_version"] == "1.5.1" and len(facts["executorch_commit"]) == 40
+    assert facts["compiler"]["id"] == "GNU"
+    assert "CMAKE_TOOLCHAIN_FILE" in facts["cmake_flags"]
+    # Scanned from the arm64 wheel's XNNPACK, which carries KleidiAI SME and SME2 kernels.
+    assert facts["sme2_kernels"] is True and facts["sme_kernels"] is True
+    header = arm64_runner.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == EM_AARCH64
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        subprocess.run(["readelf", "-d", str(arm64_runner)], capture_output=True, text=True).stdout)
+    executorch_libs = [name for name in needed if name.startswith("libexecutorch")]
+    assert "libexecutorch_backend_xnnpack.so" in executorch_libs
+    for name in executorch_libs:
+        assert (arm64_runner.parent / name).exists(), f"{name} is not beside the runner"
+
+
+@pytest.mark.parametrize("device, sme_listed", [("sme", True), ("nosme", False)])
+def test_emulated_cpuinfo_lists_sme_only_on_the_sme_device(emulator, guest_cat, device, sme_listed):
+    result = subprocess.run(emulator.command(device) + [str(guest_cat), "/proc/cpuinfo"],
+                            capture_output=True, text=True, check=True)
+    features = set(re.search(r"^Features\s*:(.*)$", result.stdout, re.M).group(1).split())
+    assert "asimd" in features  # the guest's CPU, not the x86 host's
+    assert ("sme" in features) is sme_listed
+    assert "sme2" not in features  # QEMU 10.0 emulates SME, not SME2
+
+
+@pytest.mark.parametrize("device", list(DEVICES))
+def test_runner_times_and_traces_under_emulation(emulator, arm64_runner, toy_pte, device, tmp_path):
+    timing = run_on_device(emulator, arm64_runner, device, toy_pte, tmp_path)
+    assert timing["num_executions"] == 2 and timing["warmup"] == 1
+    assert len(timing["latencies_ms"]) == 2 and all(ms > 0 for ms in timing["latencies_ms"])
+    assert "Method::execute" in event_names(tmp_path / "trace.etdump")
+
+
+@pytest.mark.parametrize("dtype, device", sorted(MATMUL_OPS))
+def test_datatype_tag_shows_the_kernel_path(emulator, arm64_runner, models, dtype, device, tmp_path):
+    run_on_device(emulator, arm64_runner, device, models[dtype], tmp_path)
+    ops = matmul_op_types(event_names(tmp_path / "trace.etdump"))
+    assert ops == MATMUL_OPS[(dtype, device)]
+    packed = {op for op in ops if datatype_tags(op) & SME_PACKED_TAGS}
+    # Same binary, same model: only the CPU's SME decides whether XNNPACK takes the packed path.
+    assert bool(packed) is (device == "sme")
+
+
+def test_cross_build_without_the_arm64_package_fails_with_the_fix(venv_python, tmp_path):
+    result = subprocess.run([venv_python, str(BUILD_RUNNERS), "--platform", "linux-aarch64", "--executorch-package",
+                             str(tmp_path / "nowhere"), "--runners-dir", str(tmp_path / "runners")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "setup_emulator.sh" in errors[0] and "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "runners").exists()
+
+
+def test_cross_build_refuses_an_arm64_package_of_another_version(venv_python, tmp_path):
+    package = tmp_path / "executorch"
+    (package / "share/cmake").mkdir(parents=True)
+    (package / "share/cmake/executorch-config.cmake").write_text("")
+    (package / "version.py").write_text('__version__ = "1.4.0+cpu"\ngit_version = "' + "0" * 40 + '"\n')
+    result = subprocess.run([venv_python, str(BUILD_RUNNERS), "--platform", "linux-aarch64", "--executorch-package",
+                             str(tmp_path), "--runners-dir", str(tmp_path / "runners")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "error: arm64 executorch 1.4.0" in result.stdout and "does not match the installed 1.5.1" in result.stdout
