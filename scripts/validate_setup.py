@@ -240,9 +240,9 @@ def find_venv(explicit: Optional[Path], root: Path) -> Tuple[Optional[Path], str
         candidates.append((explicit, "given with --venv"))
     else:
         if sys.prefix != sys.base_prefix:
-            candidates.append((Path(sys.prefix), "active (running this script)"))
+            candidates.append((Path(sys.prefix), "active: runs this script"))
         if os.environ.get("VIRTUAL_ENV"):
-            candidates.append((Path(os.environ["VIRTUAL_ENV"]), "active ($VIRTUAL_ENV)"))
+            candidates.append((Path(os.environ["VIRTUAL_ENV"]), "active: $VIRTUAL_ENV"))
         candidates.append((root / ".venv", "found, not active"))
     for path, how in candidates:
         if (path / "bin" / "python").exists():
