@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Write a profiling pipeline config (configs/config.schema.json) from flags or prompts.
+
+A config names the model, the run directory and the experiments to run, and which of
+them to compare. Three comparisons are built in, combinable:
+
+  sme2      sme2_off (baseline) vs sme2_on (candidate): the same model on the two source
+            builds of build_runners.py (Apple M4 Mac, or an Armv9 phone with SME2)
+  backends  portable vs xnnpack: the portable export vs the XNNPACK export, on one runner
+            (what any host can compare, including one without SME2)
+  threads   the candidate at the first vs the last --threads count
+
+Paths you give are relative to where you run this; the config stores them relative to
+its own folder, which is how the pipeline resolves them. Runner names without a slash
+(sme2_on, prebuilt) mean runners/<name>/ of the repository. The config is validated
+against the schema before it is written, and an existing file is never replaced
+without --force.
+
+Example:
+    python scripts/generate_config.py --platform mac --model models/toy_cnn_xnnpack_fp32.pte \\
+        --output-root out/mac_sme2 --runs 20 --out my_mac.json
+    python scripts/generate_config.py --platform linux --compare backends threads --threads 1 2 --out my.json
+    python scripts/generate_config.py --interactive
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import jsonschema
+from rich.console import Console
+from rich.prompt import Confirm, IntPrompt, Prompt
+from rich.syntax import Syntax
+
+SCHEMA_VERSION = 1
+PLATFORMS = ("mac", "linux", "android")
+COMPARISONS = ("sme2", "backends", "threads")
+MODES = ("timing", "trace", "kernels")
+DEFAULT_MODEL = "models/toy_cnn_xnnpack_fp32.pte"
+ANDROID_SUFFIX = "-android"
+
+
+class ConfigInputError(Exception):
+    """A flag value that cannot make a valid config; the message names it and the fix."""
+
+
+def host_platform() -> str:
+    return "mac" if sys.platform == "darwin" else "linux"
+
+
+def default_comparisons(platform_name: str) -> list[str]:
+    return ["backends"] if platform_name == "linux" else ["sme2"]
+
+
+def portable_twin(model: str) -> str:
+    """The portable export beside an XNNPACK one, by export_model.py's naming (<model>_<backend>_<dtype>.pte)."""
+    if "_xnnpack_" not in Path(model).name:
+        raise ConfigInputError(f"cannot guess the portable export of {model}; pass --portable-model")
+    return str(Path(model).with_name(Path(model).name.replace("_xnnpack_", "_portable_")))
+
+
+def relative_to(path: str, folder: Path) -> str:
+    """A path given relative to the working directory, rewritten relative to the config's folder."""
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
+def runner_names(args: argparse.Namespace) -> dict[str, str]:
+    suffix = ANDROID_SUFFIX if args.platform == "android" else ""
+    return {"on": args.runner_on or f"sme2_on{suffix}", "off": args.runner_off or f"sme2_off{suffix}",
+            "single": args.runner or ("sme2_on" + suffix if args.platform == "android" else "prebuilt")}
+
+
+def make_comment(args: argparse.Namespace) -> str:
+    parts = []
+    if "sme2" in args.compare:
+        parts.append("SME2 OFF (baseline) vs SME2 ON (candidate): the same model on the two source builds, which "
+                     "differ only in XNNPACK_ENABLE_ARM_SME2/SME; meaningful on a CPU with SME2 (Apple M4, "
+                     "Armv9 phones with SME2); build both with: python scripts/build_runners.py --flavor source "
+                     f"--platform {args.platform}")
+    if "backends" in args.compare:
+        parts.append("portable export (baseline) vs XNNPACK export (candidate) on one runner")
+    if "threads" in args.compare:
+        parts.append(f"{args.threads[0]} vs {args.threads[-1]} threads")
+    if args.platform == "linux":
+        parts.append("a Linux host without SME2 compares what it can; SME2 ON/OFF needs mac_template.json on an "
+                     "Apple M4 Mac or android_template.json on an Armv9 phone with SME2")
+    if args.platform == "android" and not args.cpu_affinity:
+        parts.append("add \"cpu_affinity\": [7] (the prime core of most phones) to pin the runner with taskset")
+    return "; ".join(parts) + "."
+
+
+def experiment(name: str, runner: str, args: argparse.Namespace, threads: list[int],
+               model: Optional[str] = None) -> dict:
+    entry = {"name": name, "runner": runner}
+    if model:
+        entry["model"] = model
+    entry.update(mode=list(args.modes), runs=args.runs, warmup=args.warmup, rounds=args.rounds, threads=threads)
+    if args.cpu_affinity:
+        entry["cpu_affinity"] = list(args.cpu_affinity)
+    return entry
+
+
+def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
+    """The config for the chosen platform and comparisons, paths relative to config_dir."""
+    if not args.compare:
+        raise ConfigInputError("choose at least one comparison with --compare")
+    if "threads" in args.compare and len(args.threads) < 2:
+        raise ConfigInputError("--compare threads needs two or more --threads counts, e.g. --threads 1 2")
+    if "sme2" in args.compare and "backends" in args.compare:
+        raise ConfigInputError("--compare sme2 and backends make two unrelated pairs; write two configs")
+    runners = runner_names(args)
+    model = relative_to(args.model, config_dir)
+    experiments, compare = [], []
+    if "sme2" in args.compare:
+        experiments += [experiment("sme2_off", runners["off"], args, args.threads),
+                        experiment("sme2_on", runners["on"], args, args.threads)]
+        compare.append({"baseline": "sme2_off", "candidate": "sme2_on"})
+        candidate = "sme2_on"
+    else:
+        portable = relative_to(args.portable_model or portable_twin(args.model), config_dir)
+        if "backends" in args.compare:
+            experiments.append(experiment("portable", runners["single"], args, args.threads[:1], model=portable))
+            compare.append({"baseline": "portable", "candidate": "xnnpack"})
+        experiments.append(experiment("xnnpack", runners["single"], args, args.threads))
+        candidate = "xnnpack"
+    if "threads" in args.compare:
+        compare.append({"baseline": f"{candidate}_t{args.threads[0]}", "candidate": f"{candidate}_t{args.threads[-1]}"})
+    return {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
+            "model": model, "output_root": relative_to(args.output_root, config_dir),
+            "experiments": experiments, "compare": compare}
+
+
+def find_schema(explicit: Optional[Path]) -> Path:
+    schema = explicit or Path(__file__).resolve().parent.parent / "configs" / "config.schema.json"
+    if not schema.is_file():
+        raise ConfigInputError(f"config schema not found at {schema}; put configs/config.schema.json beside "
+                               "scripts/ or pass --schema")
+    return schema
+
+
+def validate(config: dict, schema_path: Path) -> None:
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    problem = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if problem is not None:
+        where = "/".join(str(p) for p in problem.absolute_path) or "(top level)"
+        raise ConfigInputError(f"the generated config is invalid at {where}: {problem.message}; check the flags")
+
+
+def ask_list(prompt: str, default: list, cast=str) -> list:
+    text = Prompt.ask(prompt, default=" ".join(map(str, default)))
+    try:
+        return [cast(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigInputError(f"'{text}' is not a list of {cast.__name__} values") from None
+
+
+def ask(args: argparse.Namespace, console: Console) -> None:
+    """Fill args from prompts, offering the flag values (or defaults) as the answers."""
+    console.print("[bold]Pipeline config[/bold] (Enter keeps the value in brackets)")
+    args.platform = Prompt.ask("Platform", choices=list(PLATFORMS), default=args.platform)
+    args.compare = ask_list(f"Comparisons ({', '.join(COMPARISONS)})",
+                            args.compare or default_comparisons(args.platform))
+    unknown = [c for c in args.compare if c not in COMPARISONS]
+    if unknown:
+        raise ConfigInputError(f"unknown comparison {unknown[0]}; choose from {', '.join(COMPARISONS)}")
+    args.model = Prompt.ask("Model (.pte)", default=args.model)
+    if "sme2" not in args.compare:
+        try:
+            guess = args.portable_model or portable_twin(args.model)
+        except ConfigInputError:
+            guess = None
+        if "backends" in args.compare:
+            args.portable_model = Prompt.ask("Portable export (.pte)", default=guess)
+        args.runner = Prompt.ask("Runner", default=runner_names(args)["single"])
+    else:
+        args.runner_off = Prompt.ask("Baseline runner (SME2 OFF)", default=runner_names(args)["off"])
+        args.runner_on = Prompt.ask("Candidate runner (SME2 ON)", default=runner_names(args)["on"])
+    args.output_root = Prompt.ask("Output root", default=args.output_root or default_output_root(args))
+    args.runs = IntPrompt.ask("Runs per round", default=args.runs)
+    args.warmup = IntPrompt.ask("Warm-up runs", default=args.warmup)
+    args.rounds = IntPrompt.ask("Interleaved rounds", default=args.rounds)
+    args.threads = ask_list("Thread counts", args.threads, int)
+    args.modes = ask_list(f"Modes ({', '.join(MODES)})", args.modes)
+    if args.platform == "android":
+        args.cpu_affinity = ask_list("CPU cores to pin to (empty: none)", args.cpu_affinity or [], int)
+    args.out = Path(Prompt.ask("Write the config to", default=str(args.out or f"{args.platform}_config.json")))
+
+
+def default_output_root(args: argparse.Namespace) -> str:
+    return f"out/{args.platform}_{'_'.join(args.compare)}"
+
+
+def write_config(config: dict, out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise ConfigInputError(f"{out} exists; pass --force to replace it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--platform", choices=PLATFORMS, default=host_platform(),
+                        help="where the runners run (default: this host)")
+    parser.add_argument("--compare", nargs="+", choices=COMPARISONS,
+                        help="what to compare (default: sme2 on mac/android, backends on linux)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the XNNPACK .pte (default {DEFAULT_MODEL})")
+    parser.add_argument("--portable-model", help="the portable .pte for --compare backends "
+                                                 "(default: the model's name with _portable_ for _xnnpack_)")
+    parser.add_argument("--runner", help="runner for backends/threads (default prebuilt; android: sme2_on-android)")
+    parser.add_argument("--runner-on", help="SME2 ON runner (default sme2_on, android: sme2_on-android)")
+    parser.add_argument("--runner-off", help="SME2 OFF runner (default sme2_off, android: sme2_off-android)")
+    parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
+    parser.add_argument("--runs", type=int, default=10, help="measured runs per round (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs before each round (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (default 1)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["timing", "trace"],
+                        help="modes per experiment (default timing trace)")
+    parser.add_argument("--cpu-affinity", type=int, nargs="+", help="cores to pin the runner to (taskset)")
+    parser.add_argument("--comment", help="comment stored in the config (default: says what is compared)")
+    parser.add_argument("--out", type=Path, help="config file to write; '-' prints it instead")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--interactive", action="store_true", help="ask for each value with rich prompts")
+    parser.add_argument("--schema", type=Path, help="schema to validate against (default configs/config.schema.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=str(args.out) == "-")
+    try:
+        schema = find_schema(args.schema)
+        if args.interactive:
+            ask(args, console)
+        elif args.out is None:
+            raise ConfigInputError("--out is required (a file name, or '-' to print); or use --interactive")
+        args.compare = args.compare or default_comparisons(args.platform)
+        args.output_root = args.output_root or default_output_root(args)
+        to_stdout = str(args.out) == "-"
+        config = build_config(args, Path.cwd() if to_stdout else args.out.resolve().parent)
+        validate(config, schema)
+        if to_stdout:
+            print(json.dumps(config, indent=2))
+            return 0
+        if args.interactive:
+            console.print(Syntax(json.dumps(config, indent=2), "json"))
+            if args.out.exists() and not args.force:
+                raise ConfigInputError(f"{args.out} exists; rerun with --force to replace it or choose another name")
+            if not Confirm.ask(f"Write {args.out}?", default=True):
+                console.print("nothing written")
+                return 1
+        write_config(config, args.out, args.force)
+    except ConfigInputError as error:
+        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+        return 2
+    pipeline = "android_pipeline.py" if args.platform == "android" else "mac_pipeline.py"
+    console.print(f"[green]wrote[/green] {args.out} ({len(config['experiments'])} experiments, "
+                  f"{len(config['compare'])} compare pairs); run it with: python scripts/{pipeline} --config {args.out}",
+                  soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
