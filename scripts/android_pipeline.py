@@ -188,16 +188,17 @@ def device_facts(adb: str, serial: str, pinned: list[int], console: Console) -> 
         "emulated": (props.get("ro.kernel.qemu") == "1" or props.get("ro.boot.qemu") == "1"
                      or props.get("ro.hardware") in EMULATOR_HARDWARE),
     }
+    if facts["abi"] != EXPECTED_ABI:
+        raise DeviceError(f"device {serial} reports ABI {facts['abi']}; the Android runners are "
+                          f"{EXPECTED_ABI} builds: use a 64-bit Arm phone")
     facts.update(sme_facts(adb, serial, console))
     if facts.get("chip") in (None, "", "unknown"):
         facts["chip"] = facts["soc"]
     return facts
 
 
-def check_device(facts: dict, console: Console) -> None:
-    if facts["abi"] != EXPECTED_ABI:
-        raise DeviceError(f"device {facts['serial']} reports ABI {facts['abi']}; the Android runners are "
-                          f"{EXPECTED_ABI} builds: use a 64-bit Arm phone")
+def warn_about(facts: dict, console: Console) -> None:
+    """Things that do not stop a run but change what its numbers mean."""
     if facts["sme2"] is False:
         console.print(f"[yellow]warning:[/yellow] {facts['model']} has no SME2 in /proc/cpuinfo: SME2 ON runs "
                       "will be labelled 'SME2 not available on this CPU'")
@@ -346,7 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         pinned = sorted({core for e in plan["experiments"] if e["selected"] for core in e["cpu_affinity"]})
         with console.status(f"reading the facts of {serial}..."):
             facts = device_facts(adb, serial, pinned, console)
-        check_device(facts, console)
+        warn_about(facts, console)
         console.print(f"device {serial}: {facts['manufacturer']} {facts['model']}, SoC {facts['soc']}, Android "
                       f"{facts['android_version']}, {facts['cores']} cores, SME2 "
                       f"{ {True: 'yes', False: 'no'}.get(facts['sme2'], 'unknown') }, thermal {facts['thermal_status']}"

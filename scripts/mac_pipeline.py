@@ -630,11 +630,13 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
 # --- output ------------------------------------------------------------------------------
 
 
-def summarize(cells: list[Cell], run_dir: Path, console: Console) -> None:
+def summarize(run_dir: Path, console: Console) -> None:
+    """A table of what ran, then one line per error, SME2 note or warning (tables fold long text)."""
     table = Table(title=f"Run {run_dir}")
-    for column in ("experiment", "status", "runs", "E2E median ms", "round medians ms", "SME2", "note / error"):
+    for column in ("experiment", "status", "runs", "E2E median ms", "round medians ms", "SME2 label"):
         table.add_column(column, overflow="fold")
     manifest = json.loads((run_dir / MANIFEST).read_text())
+    remarks = []
     for entry in manifest["experiments"]:
         timing_path = run_dir / entry["dir"] / "timing.json"
         median, rounds, count = "", "", ""
@@ -647,11 +649,18 @@ def summarize(cells: list[Cell], run_dir: Path, console: Console) -> None:
         status = {"ok": "[green]ok", "failed": "[red]failed", "skipped": "[dim]skipped"}.get(entry["status"],
                                                                                          entry["status"])
         label = entry.get("sme2_label") or "-"
-        if label == "on" and not entry.get("sme2_effective"):
-            label = "on (not effective)"
-        text = entry.get("error") or entry.get("note") or "; ".join(entry.get("warnings") or [])
-        table.add_row(entry["dir"], status, count, median, rounds, label, text)
+        table.add_row(entry["dir"], status, count, median, rounds, label + ("*" if entry.get("note") else ""))
+        if entry.get("error"):
+            remarks.append(f"[red]{entry['dir']}:[/red] {entry['error']}")
+        if entry.get("note"):
+            remarks.append(f"[yellow]* {entry['dir']}:[/yellow] {entry['note']}")
+        remarks += [f"[dim]{entry['dir']}: {warning}[/dim]" for warning in entry.get("warnings") or []]
     console.print(table)
+    for pair in manifest.get("compare", []):
+        if pair.get("note"):
+            remarks.append(f"[yellow]{pair['baseline']} -> {pair['candidate']}:[/yellow] {pair['note']}")
+    for remark in remarks:
+        console.print(remark, soft_wrap=True)
 
 
 def dry_run_plan(config_path: Path, cells: list[Cell], pairs: list[dict], steps: list[Step],
@@ -833,7 +842,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     manifest["status"] = "complete_with_errors" if failed else "complete"
     manifest["sessions"][-1]["finished"] = now_iso()
     write_manifest(manifest, cells, run_dir)
-    summarize(cells, run_dir, console)
+    summarize(run_dir, console)
 
     if not args.skip_analysis:
         manifest["analysis"] = run_analysis(run_dir, config_path, console)
