@@ -1,0 +1,163 @@
+"""The kernel view of analyze_results.py: XNNPACK microkernel log lines -> kernels.csv and the ON/OFF check.
+
+Kernel names are real: from the executorch 1.5.1 macOS arm64 wheel's XNNPACK library
+(shared/data/xnnpack-kernel-names_executorch-1.5.1_macos-arm64.txt) and XNNPACK's x86 and NEON
+kernels; the lines use XNNPACK's own log formats (stdout `Note (XNNPACK): ...` and Android logcat).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from test_results_validation import analyze, build_run_dir, load_analyzer
+
+KERNEL_NAMES_FILE = "xnnpack-kernel-names_executorch-1.5.1_macos-arm64.txt"
+
+# name -> datatype, operation, tile, isa, isa_family, is_kleidiai
+EXPECTED_FIELDS = {
+    "xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2": ("pf32", "gemm", "32x32", "sme2", "sme2", True),
+    "xnn_pf32_igemm_minmax_ukernel_32x32__neonsme": ("pf32", "igemm", "32x32", "sme", "sme", True),
+    "xnn_pqs8_qc8w_igemm_minmax_fp32_ukernel_32x32c4__neonsme2": ("pqs8_qc8w", "igemm", "32x32c4", "sme2", "sme2",
+                                                                   True),
+    "xnn_qp8_f32_qc8w_gemm_minmax_ukernel_16x4c8__neoni8mm_mstep4": ("qp8_f32_qc8w", "gemm", "16x4c8", "neoni8mm",
+                                                                      "neon", True),
+    "xnn_qp8_f32_qc4w_gemm_minmax_ukernel_1x4c8s2__aarch64_neondot": ("qp8_f32_qc4w", "gemm", "1x4c8s2", "neondot",
+                                                                       "neon", True),
+    "xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128": ("f32", "gemm", "6x8", "neonfma", "neon", False),
+    "xnn_qd8_f32_qc8w_igemm_minmax_ukernel_1x8c2s4__neon_mlal": ("qd8_f32_qc8w", "igemm", "1x8c2s4", "neon", "neon",
+                                                                  False),
+    "xnn_f16_gemm_minmax_ukernel_6x16__neonfp16arith_ld64": ("f16", "gemm", "6x16", "neonfp16arith", "neon", False),
+    "xnn_x32_transposec_ukernel__4x4_aarch64_neon_tbl128": ("x32", "transposec", "4x4", "neon", "neon", False),
+    "xnn_f32_maxpool_minmax_ukernel_9p__neon_u4": ("f32", "maxpool", "9p", "neon", "neon", False),
+    "xnn_f32_vexp_ukernel__scalar_rational_3_2_div_u8": ("f32", "vexp", "u8", "scalar", "scalar", False),
+    "xnn_f16_f32acc_vexp_ukernel__neonfp16_poly_3_u16": ("f16_f32acc", "vexp", "u16", "neonfp16", "neon", False),
+    "xnn_f32_igemm_minmax_ukernel_4x8__avx_broadcast": ("f32", "igemm", "4x8", "avx", "avx", False),
+    "xnn_f32_gemm_minmax_ukernel_4x16__avx512f_broadcast": ("f32", "gemm", "4x16", "avx512f", "avx512", False),
+    "kai_run_matmul_clamp_f32_f32p2vlx1_f32p2vlx1biasf32_sme2_mopa": ("f32_f32p2vlx1_f32p2vlx1biasf32",
+                                                                      "matmul_clamp", "", "sme2", "sme2", True),
+    "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi8cxp4x4_1x4_neon_dotprod": ("f32_qai8dxp1x4_qsi8cxp4x4", "matmul_clamp",
+                                                                        "1x4", "neondot", "neon", True),
+    "kai_run_matmul_clamp_f16_f16p2vlx2_f16p2vlx2_2vlx2vl_sme2_mopa": ("f16_f16p2vlx2_f16p2vlx2", "matmul_clamp",
+                                                                       "2vlx2vl", "sme2", "sme2", True),
+    "kai_run_lhs_pack_f32p2vlx1_f32_sme": ("f32p2vlx1_f32", "lhs_pack", "", "sme", "sme", True),
+}
+
+
+@pytest.fixture(scope="module")
+def analyzer(repo_root: Path) -> ModuleType:
+    return load_analyzer(repo_root)
+
+
+@pytest.fixture(scope="module")
+def real_kernel_names(repo_root: Path) -> list[str]:
+    path = repo_root.parent / "shared" / "data" / KERNEL_NAMES_FILE
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared data folder sits beside the repository")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def stdout_line(kind: str, name: str) -> str:
+    return f"Note (XNNPACK): Using {kind} microkernel '{name}'."
+
+
+def logcat_line(kind: str, name: str) -> str:
+    return f"11-23 20:30:00.123  4321  4321 I XNNPACK : Using {kind} microkernel '{name}'."
+
+
+def test_kernel_extraction(analyzer: ModuleType, real_kernel_names: list[str]) -> None:
+    # Most names come from the wheel's list; the NEON transpose/fma and AVX ones are XNNPACK's own kernels.
+    from_elsewhere = {n for n in EXPECTED_FIELDS if n not in real_kernel_names}
+    assert from_elsewhere == {"xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128",
+                              "xnn_x32_transposec_ukernel__4x4_aarch64_neon_tbl128",
+                              "xnn_f32_igemm_minmax_ukernel_4x8__avx_broadcast",
+                              "xnn_f32_gemm_minmax_ukernel_4x16__avx512f_broadcast"}
+    lines = ["I 00:00:00.001 executorch:runner.cpp:10] loading model"]
+    for i, name in enumerate(EXPECTED_FIELDS):
+        kind = "gemm" if "gemm" in name or "matmul" in name else "other"
+        lines.append(stdout_line(kind, name) if i % 2 else logcat_line(kind, name))
+    table = analyzer.parse_kernel_log("\n".join(lines))
+    assert list(table.columns) == ["kind", "name", "datatype", "operation", "tile", "isa", "isa_family",
+                                   "is_kleidiai", "registrations"]
+    assert len(table) == len(EXPECTED_FIELDS)
+    for _, row in table.iterrows():
+        expected = EXPECTED_FIELDS[row["name"]]
+        got = (row["datatype"], row["operation"], row["tile"], row["isa"], row["isa_family"], bool(row["is_kleidiai"]))
+        assert got == expected, row["name"]
+
+
+def test_every_shipped_kernel_name_parses(analyzer: ModuleType, real_kernel_names: list[str]) -> None:
+    """Every real kernel of the macOS arm64 wheel gets an operation and, where the name has one, an ISA."""
+    assert len(real_kernel_names) > 100
+    families = set()
+    for name in real_kernel_names:
+        fields = analyzer.split_kernel_name(name)
+        assert fields["operation"], name
+        if name.startswith("xnn_"):
+            assert fields["isa"], name
+            assert fields["isa_family"] in {"sme2", "sme", "neon", "scalar"}, name
+            assert fields["is_kleidiai"] == (name.split("_")[1] in {"pf32", "pf16", "pqs8", "qp8"}), name
+        else:
+            assert fields["is_kleidiai"], name
+        if "sme2" in name:
+            assert fields["isa_family"] == "sme2", name
+        families.add(fields["isa_family"])
+    assert {"sme2", "sme", "neon", "scalar"} <= families
+
+
+def test_registrations_are_counted_not_calls(analyzer: ModuleType) -> None:
+    name = "xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2"
+    text = "\n".join([stdout_line("gemm", name)] * 3 + ["Note (XNNPACK): unrelated line", "garbage 'quoted'"])
+    table = analyzer.parse_kernel_log(text)
+    assert table["registrations"].tolist() == [3]
+    assert analyzer.parse_kernel_log("no kernel lines here\n").empty
+
+
+def kernel_log(names: list[str]) -> str:
+    return "\n".join(stdout_line("gemm", n) for n in names) + "\n"
+
+
+@pytest.fixture(scope="module")
+def on_off_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path) -> Path:
+    """Real timings and ETDumps of one XNNPACK model as two SME2 OFF -> ON pairs on an "SME2 CPU".
+
+    This x86 host has no SME2: the labels exercise the label checks, and the kernel logs supply the
+    registrations an ON and an OFF runner print. Pair `bad` is mislabelled (ON registered no SME2
+    kernel, OFF did); pair `good` is what its labels say.
+    """
+    names = ["bad_off", "bad_on", "good_off", "good_on"]
+    labels = {n: {"sme2_label": n.split("_")[1], "sme2_effective": n.endswith("_on")} for n in names}
+    run_dir = build_run_dir(tmp_path_factory.mktemp("kernels") / "run", prebuilt_runner, {n: toy_pte for n in names},
+                            {"host": {"os": "Linux", "chip": "test host", "cores": 2, "sme2": True, "sme": True,
+                                      "emulated": False}},
+                            labels, [("bad_off", "bad_on"), ("good_off", "good_on")])
+    for name, kernels in (("bad_off", NEON + SME2), ("bad_on", NEON), ("good_off", NEON), ("good_on", NEON + SME2)):
+        (run_dir / f"{name}_t1" / "kernels.log").write_text(kernel_log(kernels))
+    return run_dir
+
+
+NEON = ["xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128", "xnn_f32_maxpool_minmax_ukernel_9p__neon_u4"]
+SME2 = ["xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2", "xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2"]
+
+
+def test_on_off_pair_kernel_check(on_off_run: Path, venv_python: str, repo_root: Path) -> None:
+    done = analyze(venv_python, repo_root, "--run-dir", str(on_off_run), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    bad, good = summary["comparisons"]
+    assert any("bad_on_t1 (SME2 ON) registered no SME2 microkernel" in w for w in bad["warnings"])
+    assert any("bad_off_t1 (SME2 OFF) registered SME/SME2 microkernels" in w for w in bad["warnings"])
+    assert not any("microkernel" in w for w in good["warnings"])
+    # The ETDumps show F32 (not PF32) op names for the "ON" side on this x86 host: that is flagged too.
+    assert any("no operator ran on the KleidiAI packed path" in w for w in good["warnings"])
+    with (on_off_run / "bad_on_t1" / "kernels.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["name"] for r in rows} == set(NEON) and {r["isa"] for r in rows} == {"neonfma", "neon"}
+    assert summary["experiments"]["good_on_t1"]["kernels"]["isa_families"] == {"neon": 2, "sme2": 2}
+    report = (on_off_run / "report.md").read_text()
+    assert "registered, not how often each ran" in report
+    assert "`xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2`" in report
