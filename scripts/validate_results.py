@@ -152,10 +152,17 @@ class RunContext:
     def analyze_command(self) -> str:
         return f"python scripts/analyze_results.py --run-dir {self.run_dir}"
 
-    def rerun_command(self, experiment: Optional[str] = None) -> str:
-        pipeline = self.manifest.get("pipeline") or "mac_pipeline.py"
-        command = f"python scripts/{Path(pipeline).name} --config {self.manifest.get('config_path') or 'CONFIG'}"
-        return command + (f" --only {experiment}" if experiment else "")
+    def rerun_command(self, resume: bool = False) -> str:
+        """The pipeline command that measures again: a fresh run (a new run directory, so compare
+        pairs stay interleaved and this run is kept), or --resume for experiments that did not complete."""
+        pipeline = Path(self.manifest.get("pipeline") or "mac_pipeline.py").name
+        command = f"python scripts/{pipeline} --config {self.manifest.get('config_path') or 'CONFIG'}"
+        serial = (self.manifest.get("device") or {}).get("serial")
+        if serial and pipeline == "android_pipeline.py":
+            command += f" --serial {serial}"
+        if resume:
+            return command + f" --resume --run-dir {self.run_dir}"
+        return command + " (writes a new run directory)"
 
 
 # ---------------------------------------------------------------- reading files
@@ -258,12 +265,14 @@ def check_manifest(ctx: RunContext) -> list[Check]:
     for key in ("sme2", "emulated"):
         if key not in (ctx.cpu or {}):
             problems.append(f"host/device facts lack {key!r}")
-    if manifest.get("status") in ("running", "interrupted"):
-        problems.append(f"run status {manifest['status']!r}: the pipeline did not finish (or is still running)")
     if problems:
         return [Check("manifest", "run", "FAIL", "; ".join(problems),
                       f"the manifest was edited or written by another kit version: rerun the pipeline "
                       f"({ctx.rerun_command()}) into a new output root")]
+    if manifest.get("status") in ("running", "interrupted"):
+        return [Check("manifest", "run", "FAIL",
+                      f"run status {manifest['status']!r}: the pipeline did not finish (or is still running)",
+                      f"wait for it to end, or continue it: {ctx.rerun_command(resume=True)}")]
     return [Check("manifest", "run", "PASS",
                   f"{len(entries)} experiment(s), {len(manifest.get('compare') or [])} compare pair(s), "
                   f"written by {manifest.get('pipeline')} on {manifest.get('created')}")]
@@ -283,19 +292,19 @@ def check_experiment_status(ctx: RunContext) -> list[Check]:
             else:
                 checks.append(Check("experiment_status", folder, "FAIL",
                                     f"status ok but the folder {folder}/ is missing",
-                                    f"rerun it: {ctx.rerun_command(entry.get('name'))}"))
+                                    f"measure again: {ctx.rerun_command()}"))
         elif status == "failed":
             error = entry.get("error")
             if error:
                 checks.append(Check("experiment_status", folder, "WARN", f"failed: {error}",
-                                    f"fix the recorded error, then: {ctx.rerun_command(entry.get('name'))}"))
+                                    f"fix the recorded error, then: {ctx.rerun_command(resume=True)}"))
             else:
                 checks.append(Check("experiment_status", folder, "FAIL", "failed with no recorded error",
-                                    f"read {folder}/runner.log, then: {ctx.rerun_command(entry.get('name'))}"))
+                                    f"read {folder}/runner.log, then: {ctx.rerun_command(resume=True)}"))
         elif status == "skipped":
             checks.append(Check("experiment_status", folder, "WARN",
                                 f"skipped{': ' + entry['error'] if entry.get('error') else ''}",
-                                f"run it: {ctx.rerun_command(entry.get('name'))}"))
+                                f"run it in this run directory: {ctx.rerun_command(resume=True)}"))
         else:
             checks.append(Check("experiment_status", folder, "FAIL", f"unknown status {status!r}",
                                 "status must be ok, failed or skipped: rerun the pipeline"))
@@ -318,7 +327,7 @@ def expected_files(entry: dict[str, Any], folder: Path) -> list[str]:
 def check_experiment_files(ctx: RunContext) -> list[Check]:
     checks = []
     for entry in ok_experiments(ctx):
-        name, folder = entry.get("name"), ctx.run_dir / folder_of(entry)
+        folder = ctx.run_dir / folder_of(entry)
         wanted = expected_files(entry, folder)
         missing = [file for file in wanted if not (folder / file).is_file()]
         empty = [file for file in wanted if (folder / file).is_file() and (folder / file).stat().st_size == 0
@@ -327,7 +336,7 @@ def check_experiment_files(ctx: RunContext) -> list[Check]:
             checks.append(Check("experiment_files", folder.name, "PASS", ", ".join(wanted)))
             continue
         raw_missing = [file for file in missing + empty if file not in ANALYSIS_FILES and file != "kernels.csv"]
-        fix = (f"rerun the experiment: {ctx.rerun_command(name)}" if raw_missing
+        fix = (f"measure again: {ctx.rerun_command()}" if raw_missing
                else f"regenerate the analysis: {ctx.analyze_command()}")
         detail = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
                                              f"empty {', '.join(empty)}" if empty else "") if part)
@@ -353,11 +362,11 @@ def check_latencies(ctx: RunContext) -> list[Check]:
         if "timing" not in (entry.get("modes") or []) and not (folder / "timing.json").exists():
             checks.append(Check("latencies", folder.name, "SKIP" if not bad_manifest else "FAIL",
                                 "no timing mode" + (f"; manifest has {', '.join(bad_manifest)}" if bad_manifest else ""),
-                                f"rerun it: {ctx.rerun_command(entry.get('name'))}" if bad_manifest else ""))
+                                f"measure again: {ctx.rerun_command()}" if bad_manifest else ""))
             continue
         latencies, why = timing_latencies(folder)
         if latencies is None:
-            checks.append(Check("latencies", folder.name, "FAIL", why, f"rerun it: {ctx.rerun_command(entry.get('name'))}"))
+            checks.append(Check("latencies", folder.name, "FAIL", why, f"measure again: {ctx.rerun_command()}"))
             continue
         bad = [value for value in latencies if not is_positive_finite(value)]
         if not latencies or bad or bad_manifest:
@@ -369,7 +378,7 @@ def check_latencies(ctx: RunContext) -> list[Check]:
                 parts.append(f"manifest has {', '.join(bad_manifest)}")
             checks.append(Check("latencies", folder.name, "FAIL", "; ".join(parts),
                                 f"the runner's monotonic clock cannot give these; the file was edited or cut short: "
-                                f"rerun it: {ctx.rerun_command(entry.get('name'))}"))
+                                f"measure again: {ctx.rerun_command()}"))
             continue
         expected = (entry.get("runs") or 0) * (entry.get("rounds") or 1)
         count_note = "" if not expected or expected == len(latencies) else \
@@ -377,7 +386,7 @@ def check_latencies(ctx: RunContext) -> list[Check]:
         status = "WARN" if count_note else "PASS"
         checks.append(Check("latencies", folder.name, status,
                             f"{len(latencies)} latencies, {min(latencies):.4g}-{max(latencies):.4g} ms{count_note}",
-                            f"rerun it: {ctx.rerun_command(entry.get('name'))}" if count_note else ""))
+                            f"measure again: {ctx.rerun_command()}" if count_note else ""))
     return checks
 
 
@@ -399,7 +408,7 @@ def check_latency_cv(ctx: RunContext) -> list[Check]:
         cv = 100.0 * statistics.stdev(latencies) / statistics.fmean(latencies)
         detail = f"CV {cv:.1f} % over {len(latencies)} runs"
         fix = ("quiet the machine (close other apps, plug in power, let it cool), pin threads, or raise runs; "
-               f"then: {ctx.rerun_command(entry.get('name'))}")
+               f"then: {ctx.rerun_command()}")
         if ctx.emulated:
             checks.append(Check("latency_cv", folder, "SKIP", f"{detail}; emulated CPU: {EMULATED_PHRASE}"))
         elif cv > CV_FAIL_PCT:
@@ -423,7 +432,7 @@ def check_ci_runs(ctx: RunContext) -> list[Check]:
         e2e = summary_entry(ctx, folder).get("e2e") or {}
         has_ci = e2e.get("ci95_low_ms") is not None and e2e.get("ci95_high_ms") is not None
         n = len(latencies)
-        fix = f"raise runs (or rounds) for {entry.get('name')} in the config, then: {ctx.rerun_command(entry.get('name'))}"
+        fix = f"raise runs (or rounds) for {entry.get('name')} in the config, then: {ctx.rerun_command()}"
         if n < MIN_RUNS_FOR_CI:
             checks.append(Check("ci_runs", folder, "FAIL",
                                 f"{n} runs < {MIN_RUNS_FOR_CI}: too few for a 95 % CI of the median", fix))
@@ -496,11 +505,11 @@ def check_trace_vs_timing(ctx: RunContext) -> list[Check]:
                                 f"{detail}: more than {TRACE_MISMATCH_FACTOR:g}x off, so trace and timing measured "
                                 "different things (model, threads or time unit)",
                                 f"check that both modes ran the same model and runner, then: "
-                                f"{ctx.rerun_command(entry.get('name'))}"))
+                                f"{ctx.rerun_command()}"))
         elif not low <= trace_median <= high:
             checks.append(Check("trace_vs_timing", folder, "FAIL" if ctx.strict else "WARN",
                                 f"{detail}: outside the window (the machine's speed changed between the modes)",
-                                f"quiet the machine and rerun: {ctx.rerun_command(entry.get('name'))}"))
+                                f"quiet the machine and rerun: {ctx.rerun_command()}"))
         else:
             checks.append(Check("trace_vs_timing", folder, "PASS", detail))
     return checks
@@ -565,7 +574,7 @@ def check_analysis(ctx: RunContext) -> list[Check]:
         warnings = analysed[folder].get("warnings") or []
         if errors:
             checks.append(Check("analysis", folder, "FAIL", "analysis error: " + "; ".join(errors),
-                                f"rerun the experiment: {ctx.rerun_command(entry.get('name'))}"))
+                                f"rerun the experiment: {ctx.rerun_command()}"))
         elif warnings:
             checks.append(Check("analysis", folder, "WARN", "analysis warnings: " + "; ".join(warnings),
                                 "read the warnings in report.md"))
@@ -648,7 +657,7 @@ def check_comparisons(ctx: RunContext) -> list[Check]:
         found = analysed.get((base_name, cand_name))
         if base.get("status") != "ok" or cand.get("status") != "ok":
             checks.append(Check("comparison", subject, "FAIL", "one side did not complete (see experiment_status)",
-                                f"rerun the failed side: {ctx.rerun_command()}"))
+                                f"rerun the failed side: {ctx.rerun_command(resume=True)}"))
             continue
         if found is None:
             checks.append(Check("comparison", subject, "FAIL", "not in analysis_summary.json",
@@ -740,8 +749,10 @@ def verdict_of(checks: list[Check]) -> tuple[str, str, str]:
             return "fail", "troubleshoot", (f"fix the setup first ({TROUBLESHOOTING_KIT}); the FAIL rows name "
                                             "what is wrong")
         return "fail", "rerun", "follow each FAIL row's fix (rerun the experiment or the analysis), then validate again"
-    if any(check.status == "WARN" for check in checks):
-        return "warn", "proceed", "the numbers are usable; read the WARN rows before quoting them"
+    warned = [f"{check.id} ({check.subject})" for check in checks if check.status == "WARN"]
+    if warned:
+        return "warn", "proceed", ("the numbers are usable; before quoting them read the WARN rows: "
+                                   + ", ".join(warned))
     return "pass", "proceed", "the run is sound: read report.md"
 
 

@@ -168,7 +168,7 @@ def test_results_missing_trace(run_copy: Path):
     result = run(VALIDATE_RESULTS, "--run-dir", run_copy)
     assert result.returncode == 1
     line = next(line for line in fail_lines(result.stdout) if "(xnnpack_t1)" in line and "Experiment files" in line)
-    assert "missing trace.etdump" in line and "--only xnnpack" in line and "fix:" in line
+    assert "missing trace.etdump" in line and "fix: measure again: python scripts/mac_pipeline.py --config" in line
     report = json.loads((run_copy / "validation.json").read_text())
     assert report["verdict"] == "fail" and report["next_action"] == "rerun"
 
