@@ -268,15 +268,14 @@ def launch(session_path: Path, spec_path: Path) -> int:
     outputs = {host: f"{device_dir}/out/{Path(host).parent.name}/{Path(host).name}" for host in spec["outputs"]}
     args = [outputs.get(a, session["files"].get(a, a)) for a in spec["args"]]
     out_dirs = sorted({str(Path(p).parent) for p in outputs.values()})
-    cleanup = [f"rm -f {shlex.join(list(outputs.values()))}"] if outputs else []
-    prepare = " && ".join([f"mkdir -p {shlex.join(out_dirs)}"] * bool(out_dirs) + cleanup)
-    if prepare:
-        adb_run(adb, serial, "shell", prepare)  # a stale ETDump must never pass for this run's
+    # A stale ETDump or timing JSON must never pass for this run's: remove them in the same shell call.
+    prepare = [f"mkdir -p {shlex.join(out_dirs)}", f"rm -f {shlex.join(list(outputs.values()))}"] if outputs else []
     if spec["mode"] == "kernels":
         adb_run(adb, serial, "logcat", "-c")
     env = {"LD_LIBRARY_PATH": session["runner_dirs"][spec["runner"]], **spec.get("env", {})}
     pin = ["taskset", affinity_mask(spec["cpu_affinity"])] if spec.get("cpu_affinity") else []
-    command = " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + pin + [shlex.join([runner] + args)])
+    run = " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + pin + [shlex.join([runner] + args)])
+    command = " && ".join(prepare + [run])
     print(f"# on {serial}: {command}")
     result = adb_run(adb, serial, "shell", command, check=False, timeout=float(spec.get("timeout_s", 3600)))
     sys.stdout.write(result.stdout)

@@ -270,8 +270,8 @@ def build_schedule(cells: list[Cell], pairs: list[dict]) -> list[Step]:
 # --- run directory -----------------------------------------------------------------------
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+def now_iso(timespec: str = "seconds") -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec=timespec)
 
 
 def run_dirs_of(output_root: Path) -> list[Path]:
@@ -585,9 +585,8 @@ def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path,
                 progress.advance(whole)
                 continue
             cell_dir = run_dir / cell.dir
-            started = now_iso()
             entry = {"session": session, "round": step.round, "experiment": cell.dir, "mode": step.mode,
-                     "started": started}
+                     "started": now_iso("milliseconds")}
             try:
                 seconds, outputs = invoke(step, cell_dir, launcher)
                 if step.mode == "timing":
