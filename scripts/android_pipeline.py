@@ -9,7 +9,8 @@ rounds, the run directory and the analysis call. Steps:
   2. check it and record its facts: ABI (must be arm64-v8a), CPU features from
      /proc/cpuinfo (SME2 is read by scripts/validate_setup.py, the one owner of that rule),
      model, SoC, Android version, governor and frequency of the pinned cores, thermal status
-  3. push each runner (with libc++_shared.so) and each model once, to a per-run device folder
+  3. push each runner (with the .so files beside it: libc++_shared.so, or the ExecuTorch runtime
+     of a self-contained build) and each model once, to a per-run device folder
   4. run mac_pipeline.py, which calls back into this script for every runner invocation:
      remove stale outputs on the device, run (under taskset when cpu_affinity is set), pull the
      timing JSON and ETDump, and in kernels mode the `logcat -s XNNPACK` lines
@@ -223,7 +224,7 @@ def plan_of(config: Path, only: Optional[list[str]], mac_pipeline: Path, extra: 
 
 
 def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Console) -> dict:
-    """Push every runner (and libc++_shared.so) and model of the selected experiments, once."""
+    """Push every runner (with the .so files beside it) and model of the selected experiments, once."""
     files: dict[str, str] = {}
     runner_dirs: dict[str, str] = {}
     selected = [e for e in plan["experiments"] if e["selected"]]
@@ -234,10 +235,9 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
             remote_dir = f"{device_dir}/runners/{len(runner_dirs)}_{runner.parent.name}"
             adb_run(adb, serial, "push", str(runner), f"{remote_dir}/{runner.name}")
             adb_run(adb, serial, "shell", f"chmod 755 {shlex.quote(remote_dir + '/' + runner.name)}")
-            libcxx = runner.parent / LIBCXX
-            if libcxx.is_file():
-                adb_run(adb, serial, "push", str(libcxx), f"{remote_dir}/{LIBCXX}")
-            elif (experiment.get("runner_json") or {}).get("platform") == "android":
+            for library in shared_libraries(runner.parent):
+                adb_run(adb, serial, "push", str(library), f"{remote_dir}/{library.name}")
+            if not (runner.parent / LIBCXX).is_file() and (experiment.get("runner_json") or {}).get("platform") == "android":
                 console.print(f"[yellow]warning:[/yellow] no {LIBCXX} beside {runner}: the runner may not start; "
                               "rebuild it with build_runners.py --flavor source --platform android")
             files[str(runner)] = f"{remote_dir}/{runner.name}"
@@ -249,6 +249,12 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
     console.print(f"pushed {len(runner_dirs)} runner(s) and {len(files) - len(runner_dirs)} model(s) to "
                   f"{serial}:{device_dir}")
     return {"adb": adb, "serial": serial, "device_dir": device_dir, "files": files, "runner_dirs": runner_dirs}
+
+
+def shared_libraries(runner_dir: Path) -> list[Path]:
+    """The .so files of a runner folder (libc++_shared.so, or the runtime of a self-contained build);
+    on the device the runner finds them through LD_LIBRARY_PATH."""
+    return sorted(p for p in runner_dir.iterdir() if p.is_file() and (p.suffix == ".so" or ".so." in p.name))
 
 
 def affinity_mask(cores: list[int]) -> str:

@@ -760,6 +760,56 @@ def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
             (run_dir / cell.dir).rename(run_dir / f"{cell.dir}.attempt{attempt}")
 
 
+def choose_run_dir(args: argparse.Namespace, output_root: Path, console: Console) -> Path:
+    if args.resume:
+        run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
+        console.print(f"resuming {run_dir}")
+        return run_dir
+    run_dir = fresh_run_dir(output_root)
+    if run_dir != output_root:
+        console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run_dir} "
+                      "(use --resume to continue the earlier one)", soft_wrap=True)
+    return run_dir
+
+
+def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool, console: Console) -> None:
+    """Label every cell, mark the ones not selected, and fail (with one line) those that cannot run."""
+    cpu = manifest.get("device") or manifest["host"]
+    previous = {e["dir"]: e for e in manifest["experiments"]}
+    for cell in cells:
+        if cell.status == "kept":
+            entry = previous[cell.dir]
+            cell.label = (entry.get("sme2_label"), entry.get("sme2_effective", False), entry.get("note", ""))
+            continue
+        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"))
+        if not cell.selected:
+            if cell.dir in previous:
+                cell.status = "kept"  # --resume --only: what ran before stays as it was
+            else:
+                cell.status, cell.error = "skipped", "not selected (--only)"
+            continue
+        (run_dir / cell.dir).mkdir(parents=True, exist_ok=True)
+        reason = preflight(cell, local)
+        if reason:
+            cell.status, cell.error = "failed", reason
+            console.print(f"[red]{cell.dir}:[/red] {reason}", soft_wrap=True)
+        elif cell.runner_json:
+            manifest["runners"][runner_key(cell)] = {**cell.runner_json, "path": str(cell.runner_dir)}
+
+
+def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
+    """Close the session in the manifest; returns how many experiments of the run failed."""
+    for cell in cells:
+        if cell.status == "pending":  # selected, but nothing was left to run for it
+            cell.status = "ok"
+    write_manifest(manifest, cells, run_dir)
+    failed = sum(e["status"] == "failed" for e in manifest["experiments"])
+    manifest["status"] = "complete_with_errors" if failed else "complete"
+    manifest["sessions"][-1]["finished"] = now_iso()
+    write_manifest(manifest, cells, run_dir)
+    return failed
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console()
@@ -777,16 +827,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.analysis_only:
             run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
             console.print(f"analysing {run_dir}")
-            analysis = run_analysis(run_dir, config_path, console)
-            return EXIT_OK if analysis["status"] == "ok" else EXIT_FAILED
-        if args.resume:
-            run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
-            console.print(f"resuming {run_dir}")
-        else:
-            run_dir = fresh_run_dir(output_root)
-            if run_dir != output_root:
-                console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run_dir} "
-                              "(use --resume to continue the earlier one)", soft_wrap=True)
+            return EXIT_OK if run_analysis(run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
+        run_dir = choose_run_dir(args, output_root, console)
         device_facts = json.loads(args.device_facts.read_text()) if args.device_facts else None
         manifest = start_manifest(run_dir, config_path, config, args.resume, device_facts, console)
         if args.resume:
@@ -796,27 +838,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_BAD_INPUT
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cpu = manifest.get("device") or manifest["host"]
     launcher = shlex.split(args.launcher) if args.launcher else None
-    for cell in cells:
-        if cell.status == "kept":
-            entry = next(e for e in manifest["experiments"] if e["dir"] == cell.dir)
-            cell.label = (entry.get("sme2_label"), entry.get("sme2_effective", False), entry.get("note", ""))
-            continue
-        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"))
-        if not cell.selected:
-            if cell.dir not in {e["dir"] for e in manifest["experiments"]}:
-                cell.status, cell.error = "skipped", "not selected (--only)"
-            else:
-                cell.status = "kept"
-            continue
-        (run_dir / cell.dir).mkdir(parents=True, exist_ok=True)
-        reason = preflight(cell, local=launcher is None)
-        if reason:
-            cell.status, cell.error = "failed", reason
-            console.print(f"[red]{cell.dir}:[/red] {reason}", soft_wrap=True)
-        elif cell.runner_json:
-            manifest["runners"][runner_key(cell)] = {**cell.runner_json, "path": str(cell.runner_dir)}
+    prepare_cells(cells, manifest, run_dir, local=launcher is None, console=console)
     cells_by_dir = {c.dir: c for c in cells}
     manifest["compare"] = [compare_entry(p, cells_by_dir) for p in pairs]
     session = len(manifest.setdefault("sessions", []))
@@ -834,20 +857,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         console.print(f"[yellow]interrupted;[/yellow] continue with: python scripts/mac_pipeline.py --config "
                       f"{config_path} --resume --run-dir {run_dir}", soft_wrap=True)
         return EXIT_INTERRUPTED
-    for cell in cells:
-        if cell.status == "pending":  # selected, but every mode was dropped before it ran
-            cell.status = "ok"
-    failed = [c for c in cells if c.status == "failed"]
-    manifest["status"] = "complete_with_errors" if failed else "complete"
-    manifest["sessions"][-1]["finished"] = now_iso()
-    write_manifest(manifest, cells, run_dir)
+    failed = finish(manifest, cells, run_dir)
     summarize(run_dir, console)
 
     if not args.skip_analysis:
         manifest["analysis"] = run_analysis(run_dir, config_path, console)
         write_json_atomic(run_dir / MANIFEST, manifest)
     analysis_failed = manifest.get("analysis", {}).get("status") == "failed"
-    console.print(f"run directory: [bold]{run_dir}[/bold]" + (f" ({len(failed)} experiment(s) failed)" if failed else ""))
+    console.print(f"run directory: [bold]{run_dir}[/bold]" + (f" ({failed} experiment(s) failed)" if failed else ""))
     return EXIT_FAILED if failed or analysis_failed else EXIT_OK
 
 

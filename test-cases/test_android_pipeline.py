@@ -70,6 +70,7 @@ def config(tmp_path, prebuilt_runner, toy_pte, toy_portable_pte) -> Path:
     shutil.copy2(prebuilt_runner, logging_runner / "profiling_runner")
     runner_json = json.loads((prebuilt_runner.parent / "runner.json").read_text())
     (logging_runner / "runner.json").write_text(json.dumps({**runner_json, "name": "logging", "kernel_log": True}))
+    (logging_runner / "libc++_shared.so").write_bytes(b"\x7fELF stand-in library")
     runner = str(prebuilt_runner.parent)
     experiments = [
         {"name": "portable", "runner": runner, "model": str(toy_portable_pte), "cpu_affinity": [0], **TINY},
@@ -117,6 +118,7 @@ def test_android_pipeline_end_to_end(tmp_path, venv_python, config, toy_pte, toy
     commands = adb_commands(phone)
     pushes = [c[1] for c in commands if c[0] == "push"]
     assert sorted(pushes) == sorted({str(config.parent / "runners/logging/profiling_runner"),
+                                     str(config.parent / "runners/logging/libc++_shared.so"),
                                      str(Path(json.loads(config.read_text())["experiments"][0]["runner"])
                                          / "profiling_runner"),
                                      str(toy_pte), str(toy_portable_pte)})  # each file once per session

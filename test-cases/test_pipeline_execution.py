@@ -178,6 +178,26 @@ def test_only_then_resume(tmp_path, venv_python, prebuilt_runner, toy_pte, toy_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "run"]  # no new run directory
 
 
+def test_resume_retries_a_failed_experiment(tmp_path, venv_python, prebuilt_runner, toy_pte):
+    """Fix what failed, --resume: the failed experiment runs again, its failed attempt is kept aside."""
+    runner = str(prebuilt_runner.parent)
+    experiments = [{"name": "ready", "runner": runner, "mode": "timing", **TINY},
+                   {"name": "late", "runner": runner, "model": "late.pte", "mode": "timing", **TINY}]
+    config = write_config(tmp_path, experiments, [{"baseline": "ready", "candidate": "late"}], model=str(toy_pte))
+    first = run(venv_python, MAC_PIPELINE, "--config", config, "--skip-analysis")
+    assert first.returncode == 1 and "model not found" in first.stdout
+    ready_files = tree_digest(tmp_path / "run/ready_t1")
+    shutil.copy(toy_pte, tmp_path / "late.pte")
+    resumed = run(venv_python, MAC_PIPELINE, "--config", config, "--resume", "--skip-analysis")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    manifest = manifest_of(tmp_path / "run")
+    assert manifest["status"] == "complete"
+    assert [entry(manifest, d)["status"] for d in ("ready_t1", "late_t1")] == ["ok", "ok"]
+    assert tree_digest(tmp_path / "run/ready_t1") == ready_files
+    assert (tmp_path / "run/late_t1.attempt1").is_dir()
+    assert len(json.loads((tmp_path / "run/late_t1/timing.json").read_text())["latencies_ms"]) == 6
+
+
 def test_rerun_never_overwrites(tmp_path, venv_python, prebuilt_runner, toy_pte):
     config = write_config(tmp_path, [{"name": "xnnpack", "runner": str(prebuilt_runner.parent), "mode": "timing",
                                       **TINY}], model=str(toy_pte))
