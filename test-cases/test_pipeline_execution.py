@@ -393,3 +393,22 @@ def test_dry_run_plan_resolves_paths(tmp_path, venv_python, prebuilt_runner, toy
     assert [(s["round"], s["experiment"]) for s in plan["schedule"] if s["mode"] == "timing"] == [
         (0, "x_t1"), (0, "x_t2"), (1, "x_t1"), (1, "x_t2")]
     assert not (tmp_path / "cfg/run").exists()
+
+
+# --- the quick test -----------------------------------------------------------------------
+
+
+def test_run_quick_test(tmp_path, venv_python, prebuilt_runner):
+    """The README's first command after setup: export, pipeline, analysis and validation pass the
+    quick test's own checks, and everything lands under its workdir."""
+    first = run(venv_python, REPO / "scripts/run_quick_test.py", "--workdir", tmp_path, "--runs", 10)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "quick test passed" in first.stdout and "speedup portable_t1->xnnpack_t1" in first.stdout
+    assert "FAIL" not in first.stdout.split("quick test ───")[-1]
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    manifest = manifest_of(run_dir)
+    assert [e["status"] for e in manifest["experiments"]] == ["ok", "ok"]
+    assert [e["runs"] for e in manifest["experiments"]] == [10, 10]
+    assert json.loads((run_dir / "validation.json").read_text())["verdict"] in ("pass", "warn")
+    assert (tmp_path / "models/toy_cnn_portable_fp32.pte").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "models", "quick_test.log", "runs"]
