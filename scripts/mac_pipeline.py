@@ -860,7 +860,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     failed = finish(manifest, cells, run_dir)
     summarize(run_dir, console)
 
-    if not args.skip_analysis:
+    if not any(e["status"] == "ok" for e in manifest["experiments"]):
+        manifest["analysis"] = {"status": "not_run", "command": "", "detail": "no experiment completed"}
+        write_json_atomic(run_dir / MANIFEST, manifest)
+    elif not args.skip_analysis:
         manifest["analysis"] = run_analysis(run_dir, config_path, console)
         write_json_atomic(run_dir / MANIFEST, manifest)
     analysis_failed = manifest.get("analysis", {}).get("status") == "failed"
