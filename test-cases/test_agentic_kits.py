@@ -642,8 +642,7 @@ def test_triggered_empty_and_truncated_etdump(tmp_path: Path, venv_python: str, 
 @dataclass
 class KitRun:
     root: Path
-    log: list[str]
-    done: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # the kits that ran to the end
 
 
 def copy_repository(destination: Path, venv_prefix: Path) -> None:
@@ -665,7 +664,7 @@ def copy_repository(destination: Path, venv_prefix: Path) -> None:
 def kit_run(tmp_path_factory) -> KitRun:
     root = tmp_path_factory.mktemp("kit_run")
     copy_repository(root, Path(sys.prefix))
-    return KitRun(root, [])
+    return KitRun(root)
 
 
 def run_kits_before(kit_run: KitRun, name: str) -> None:
@@ -677,7 +676,6 @@ def run_kits_before(kit_run: KitRun, name: str) -> None:
 
 def run_checked(kit_run: KitRun, command: str, what: str) -> None:
     result = run(command, kit_run.root, env=wide_env())
-    kit_run.log.append(f"{what}: exit {result.returncode}")
     assert result.returncode == 0, (f"{what} exited {result.returncode}\n$ {command}\n"
                                     f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
 
