@@ -556,6 +556,31 @@ def test_the_symptom_matcher_rejects_invented_and_edited_lines() -> None:
     assert not matcher.matches("setup_repo.sh: error: the compiler exploded; fix: buy a new one")
 
 
+def all_sources() -> list[str]:
+    paths = sorted((REPO_ROOT / "scripts").glob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*.sh"))
+    return [str(p.relative_to(REPO_ROOT)) for p in paths] + ["runner/profiling_runner.cpp"]
+
+
+@pytest.mark.parametrize("name", KIT_NAMES)
+def test_output_quoted_in_on_failure_is_real(name: str) -> None:
+    """On failure quotes pieces of error lines (`error: Android NDK not found`, `cannot load method ...`).
+
+    Each quoted piece, cut at placeholders, '...' and numbers, must be literal text of some
+    script's message: a placeholder may stand for a value, never for words a script prints.
+    """
+    literals = [part for source in all_sources() for template in source_templates(source) for part in template]
+    problems = []
+    for step in load_kit(name).steps:
+        for span in re.findall(r"`([^`]+)`", step.parts["On failure"]):
+            if " " not in span or re.match(r"(?:\.venv/bin/python|\./scripts/|python3? |git |adb )", span):
+                continue  # a command, not output
+            message = re.sub(r"^(?:setup_repo\.sh: )?error: ", "", span)  # the frame every error line has
+            for fragment in re.split(rf"{PLACEHOLDER}|\.\.\.|\b\d+(?:\.\d+)?\b", message):
+                if len(fragment.strip()) >= 4 and not any(fragment.strip() in literal for literal in literals):
+                    problems.append(f"step {step.number}: '{fragment.strip()}' of `{span}` is printed by no script")
+    assert problems == []
+
+
 def assert_printed(anchor: str, output: str) -> None:
     """Some line of the real output is one of the failure mode's symptom lines."""
     patterns = [symptom_regex(line) for line in failure_modes()[anchor].symptom_lines]
