@@ -395,3 +395,18 @@ def test_results_sme2_labels_that_lie(run_copy: Path):
     assert "has sme2_kernels False" in label["detail"]
     comparison = checks_of(report, "comparison", "FAIL")[0]
     assert "spent 0 ms on the KleidiAI SME path" in comparison["detail"]
+
+
+def test_results_strict_turns_high_noise_into_a_fail(run_copy: Path):
+    timing_path = run_copy / "portable_t1" / "timing.json"
+    timing = json.loads(timing_path.read_text())
+    for round_ in timing["rounds"]:  # one slow outlier per round: a machine busy with something else
+        round_["latencies_ms"][0] *= 20
+    timing["latencies_ms"] = [v for r in timing["rounds"] for v in r["latencies_ms"]]
+    timing_path.write_text(json.dumps(timing))
+    code, relaxed = run_json(VALIDATE_RESULTS, "--run-dir", run_copy)
+    cv = next(c for c in checks_of(relaxed, "latency_cv") if c["subject"] == "portable_t1")
+    assert cv["status"] == "WARN" and "> 25 %" in cv["detail"] and code == 0
+    code, strict = run_json(VALIDATE_RESULTS, "--run-dir", run_copy, "--strict")
+    assert code == 1 and strict["next_action"] == "rerun" and strict["thresholds"]["strict"] is True
+    assert next(c for c in checks_of(strict, "latency_cv") if c["subject"] == "portable_t1")["status"] == "FAIL"
