@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -171,6 +172,7 @@ class AnalysisError(Exception):
 # ----------------------------------------------------------------------------- rules
 
 
+@functools.lru_cache(maxsize=None)  # the same few names repeat in every traced run
 def op_type_of(name: str) -> str:
     """The operator name without XNNPACK's per-instance ` #N` suffix."""
     return re.sub(r" #\d+$", "", name)
@@ -182,6 +184,7 @@ def portable_base_name(name: str) -> str:
     return base.split(".", 1)[0]
 
 
+@functools.lru_cache(maxsize=None)
 def classify_op(op_type: str, backend: str) -> tuple[str, str]:
     """Category and sub-label of an operator from CATEGORY_RULES (first match wins)."""
     source = "portable" if backend == "portable" else "xnnpack"
@@ -198,6 +201,7 @@ def datatype_tags(op_type: str) -> list[str]:
     return [tag.strip() for tag in match.group(1).split(",")] if match else []
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_path_of(op_type: str, backend: str) -> str:
     """portable, xnnpack, kleidiai_sme or kleidiai_qp8, from the datatype tag (see KERNEL_PATH_TAGS)."""
     if backend == "portable":

@@ -449,3 +449,16 @@ def test_etrecord_gives_the_same_numbers(tmp_path: Path, analyzer: ModuleType, p
     assert with_record.e2e_ms == without.e2e_ms and len(without.e2e_ms) == 5
     assert set(with_record.ops["backend"]) == {"XNNPACK"}
     assert set(with_record.ops["category"]) >= {"CONV", "GEMM"}
+
+
+def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, analyzer: ModuleType,
+                                                         analyzed_run: Path) -> None:
+    """A truncated trace of one experiment is reported in one line; its timing numbers are still used."""
+    folder = tmp_path / "xnnpack_t1"
+    shutil.copytree(analyzed_run / "xnnpack_t1", folder)
+    real = (folder / "trace.etdump").read_bytes()
+    (folder / "trace.etdump").write_bytes(real[:100])
+    exp = analyzer.Experiment(name="xnnpack_t1", folder=folder, meta={"name": "xnnpack", "threads": 1})
+    analyzer.analyze_experiment(exp, None, cpu_has_sme2=False)
+    assert len(exp.errors) == 1 and "truncated" in exp.errors[0] and "\n" not in exp.errors[0]
+    assert exp.trace is None and exp.e2e_source == "timing" and exp.e2e["n"] == ROUNDS * RUNS_PER_ROUND
