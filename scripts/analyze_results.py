@@ -818,7 +818,7 @@ def sme_checks(base: Experiment, cand: Experiment, cpu: dict[str, Any]) -> list[
             if label == "off" and families & {"sme2", "sme"}:
                 warnings_out.append(f"{exp.name} (SME2 OFF) registered SME/SME2 microkernels: the comparison is not "
                                     "what its labels say")
-    if "on" in labels and not cpu.get("sme2"):
+    if "on" in labels and cpu and not cpu.get("sme2"):
         warnings_out.append("SME2 not available on this CPU: the SME2 ON experiment cannot use SME2 kernels")
     return warnings_out
 
@@ -981,14 +981,21 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def sme2_fact(cpu: dict[str, Any]) -> str:
+    """What the run says about SME2 on its CPU; nothing is claimed without host/device facts."""
+    if not cpu:
+        return "unknown: no host or device facts (single ETDump)"
+    return "yes" if cpu.get("sme2") else "no: SME2 not available on this CPU"
+
+
 def setup_section(manifest: dict[str, Any], cpu: dict[str, Any]) -> list[str]:
     host = manifest.get("host") or {}
     device = manifest.get("device")
-    sme2_text = "yes" if cpu.get("sme2") else "no: SME2 not available on this CPU"
+    sme2_text = sme2_fact(cpu)
     rows = [["chip", cpu.get("chip") or cpu.get("soc") or cpu.get("model") or "unknown"],
             ["OS", f"{host.get('os', '?')} {host.get('os_version', '')}".strip()],
             ["cores", cpu.get("cores", "?")], ["SME2 detected", sme2_text],
-            ["SME detected", "yes" if cpu.get("sme") else "no"],
+            ["SME detected", ("yes" if cpu.get("sme") else "no") if cpu else "unknown"],
             ["emulated", "yes: timings not meaningful" if is_emulated(manifest) else "no"]]
     if device:
         rows.insert(0, ["device", f"{device.get('model', '?')} ({device.get('abi', '?')}, Android "
@@ -1022,8 +1029,11 @@ def e2e_section(experiments: list[Experiment]) -> list[str]:
         rows.append([exp.name, exp.meta.get("threads", "?"), exp.status, s["n"], fmt_ms(s["median_ms"]),
                      fmt_ci(s["ci95_low_ms"], s["ci95_high_ms"]), fmt_ms(s["mean_ms"]), fmt_ms(s["p90_ms"]),
                      fmt_ms(s["p99_ms"]), f"{fmt_ms(s['min_ms'])} / {fmt_ms(s['max_ms'])}", f"{s['cv_pct']:.1f} %"])
+    sources = {exp.e2e_source for exp in experiments if exp.e2e}
+    how = {"timing": "Timing-mode runs (no tracer attached), all rounds pooled.",
+           "trace": "Traced runs (Method::execute; tracer overhead included: no timing.json was available)."}
     return ["## End-to-end latency", "",
-            "Timing-mode runs (no tracer attached), all rounds pooled. Times in ms per inference.", "",
+            " ".join(how[source] for source in sorted(sources)) + " Times in ms per inference.", "",
             md_table(["experiment", "threads", "status", "runs", "median", "95 % CI of median", "mean", "p90",
                       "p99", "min / max", "CV"], rows), "", "![E2E latency](charts/e2e_latency.png)", ""]
 
@@ -1103,7 +1113,7 @@ def sme_section(experiments: list[Experiment], cpu: dict[str, Any]) -> list[str]
         sme_ops = exp.op_stats[exp.op_stats["sme_path"].astype(bool)]["op_type"].tolist()
         rows.append([exp.name, exp.meta.get("sme2_label") or "", fmt_ms(exp.sme_path_ms),
                      f"{100.0 * exp.sme_path_ms / total:.1f} %", detail, ", ".join(sme_ops) or "none"])
-    note = "" if cpu.get("sme2") else " SME2 not available on this CPU."
+    note = "" if cpu.get("sme2") else f" SME2 on this CPU: {sme2_fact(cpu)}."
     return ["## SME path (from operator names)", "",
             "Operators whose XNNPACK name carries a KleidiAI packed tag (PF32, PF16, PQS8; QP8 on an SME2 CPU) "
             f"ran on the KleidiAI SME/SME2 kernels.{note}", "",
@@ -1437,13 +1447,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         manifest, experiments, out_dir, source = prepare_inputs(args)
         cpu = cpu_facts(manifest)
-        with console.status("Reading ETDumps with the ExecuTorch Inspector..."):
-            if args.etdump:
-                load_etdump_mode_trace(args, experiments[0])
-            else:
-                for exp in experiments:
-                    if exp.status == "ok":
-                        analyze_experiment(exp, etrecord_for(exp, args.etrecord), bool(cpu.get("sme2")))
+        # A plain line, not a spinner: a refresh thread slows the Inspector's import-heavy start.
+        console.print("Reading ETDumps with the ExecuTorch Inspector...")
+        if args.etdump:
+            load_etdump_mode_trace(args, experiments[0])
+        else:
+            for exp in experiments:
+                if exp.status == "ok":
+                    analyze_experiment(exp, etrecord_for(exp, args.etrecord), bool(cpu.get("sme2")))
         comparisons = []
         for base_name, cand_name in pairs_to_compare(experiments, manifest, args.baseline, args.candidate):
             base, cand = find_experiment(experiments, base_name), find_experiment(experiments, cand_name)

@@ -395,6 +395,9 @@ def test_etdump_mode_never_overwrites(tmp_path: Path, analyzer: ModuleType, anal
     for name in ("ops.csv", "op_stats.csv", "categories.csv", "report.md", "trace.json", "analysis_summary.json"):
         assert (tmp_path / "trace_analysis_2" / name).exists()
     assert analyzer.fresh_outdir(etdump, None).name == "trace_analysis_3"
+    report = (tmp_path / "trace_analysis_2" / "report.md").read_text()
+    assert "SME2 not available" not in report, "no CPU facts: nothing may be claimed about SME2"
+    assert "unknown: no host or device facts" in report and "Traced runs (Method::execute" in report
     taken = analyze(venv_python, repo_root, "--etdump", str(etdump), "--outdir", str(tmp_path / "trace_analysis"))
     assert taken.returncode == 1 and "already holds files" in taken.stdout + taken.stderr
 
