@@ -138,8 +138,8 @@ KERNEL_PATH_TAGS: list[tuple[str, str, str]] = [
     ("PF32", "kleidiai_sme", "fp32 LHS packed for KleidiAI SME/SME2 matmul kernels"),
     ("PF16", "kleidiai_sme", "fp16 LHS packed for KleidiAI SME/SME2 matmul kernels"),
     ("PQS8", "kleidiai_sme", "int8 (static) LHS packed for KleidiAI SME/SME2 matmul kernels"),
-    ("QP8", "kleidiai_qp8", "dynamically quantized int8 LHS packed for KleidiAI: NEON dotprod/i8mm or SME2, "
-                            "chosen by the CPU"),
+    ("QP8", "kleidiai_qp8", "dynamically quantized int8 LHS packed for KleidiAI: NEON dotprod/i8mm, or "
+                            "SME/SME2 on a CPU that has it (counted as SME path only there)"),
     ("F32, F16, BF16", "xnnpack", "floating point, standard XNNPACK microkernels"),
     ("QS8, QU8, QC8, QC8W, QC4W, QB4W", "xnnpack", "int8/int4 quantized, standard XNNPACK microkernels"),
     ("QD8, QDU8", "xnnpack", "dynamically quantized activations, standard XNNPACK microkernels"),
@@ -216,9 +216,10 @@ def kernel_path_of(op_type: str, backend: str) -> str:
     return "xnnpack"
 
 
-def on_sme_path(kernel_path: str, cpu_has_sme2: bool) -> bool:
-    """PF32/PF16/PQS8 always run SME/SME2 kernels; QP8 runs SME2 kernels only on an SME2 CPU."""
-    return kernel_path == "kleidiai_sme" or (kernel_path == "kleidiai_qp8" and cpu_has_sme2)
+def on_sme_path(kernel_path: str, cpu_has_sme: bool) -> bool:
+    """PF32/PF16/PQS8 always run SME/SME2 kernels; QP8 runs them only on a CPU with SME or SME2
+    (XNNPACK ships QP8 GEMMs for neonsme and neonsme2 next to its NEON dotprod/i8mm ones)."""
+    return kernel_path == "kleidiai_sme" or (kernel_path == "kleidiai_qp8" and cpu_has_sme)
 
 
 def compare_key(op_type: str) -> str:
@@ -544,7 +545,7 @@ def load_trace(etdump: Path, etrecord: Optional[Path]) -> ExperimentTrace:
 # ----------------------------------------------------------------------------- tables
 
 
-def op_stats_table(ops: pd.DataFrame, e2e_ms: list[float], cpu_has_sme2: bool) -> pd.DataFrame:
+def op_stats_table(ops: pd.DataFrame, e2e_ms: list[float], cpu_has_sme: bool) -> pd.DataFrame:
     """Per op type: counts and times, plus the UNATTRIBUTED remainder so shares add to 100 %."""
     n_runs = len(e2e_ms)
     mean_e2e = float(np.mean(e2e_ms))
@@ -559,7 +560,7 @@ def op_stats_table(ops: pd.DataFrame, e2e_ms: list[float], cpu_has_sme2: bool) -
         per_inference = float(durations.sum()) / n_runs
         rows.append({
             "op_type": op_type, "category": category, "subcategory": subcategory, "backend": backend,
-            "kernel_path": kernel_path, "sme_path": on_sme_path(kernel_path, cpu_has_sme2),
+            "kernel_path": kernel_path, "sme_path": on_sme_path(kernel_path, cpu_has_sme),
             "count": int(durations.size), "instances_per_run": int(group["name"].nunique()),
             "total_ms": float(durations.sum()), "ms_per_inference": per_inference,
             "mean_ms": float(durations.mean()), "median_ms": float(np.median(durations)),
@@ -663,7 +664,7 @@ def is_emulated(manifest: dict[str, Any]) -> bool:
     return bool((manifest.get("device") or {}).get("emulated") or (manifest.get("host") or {}).get("emulated"))
 
 
-def analyze_experiment(exp: Experiment, etrecord: Optional[Path], cpu_has_sme2: bool) -> None:
+def analyze_experiment(exp: Experiment, etrecord: Optional[Path], cpu_has_sme: bool) -> None:
     """Fill in E2E stats, operator tables and kernels for one experiment; record bad input as errors."""
     timing_path = exp.folder / "timing.json"
     try:
@@ -676,7 +677,7 @@ def analyze_experiment(exp: Experiment, etrecord: Optional[Path], cpu_has_sme2: 
         exp.errors.append(str(error))
     if exp.trace is not None:
         exp.trace_e2e = latency_stats(exp.trace.e2e_ms)
-        exp.op_stats = op_stats_table(exp.trace.ops, exp.trace.e2e_ms, cpu_has_sme2)
+        exp.op_stats = op_stats_table(exp.trace.ops, exp.trace.e2e_ms, cpu_has_sme)
         exp.categories = category_table(exp.op_stats)
         exp.warnings.extend(exp.trace.warnings)
     if exp.rounds:
@@ -796,20 +797,36 @@ def category_narrative(base: Experiment, cand: Experiment) -> str:
     return f"{sentence}; {label.get(top_after, top_after)} is still the largest category at {c[top_after]:.0f} %."
 
 
+def cpu_has_sme(cpu: dict[str, Any]) -> bool:
+    return bool(cpu.get("sme2") or cpu.get("sme"))
+
+
+def packed_path_warnings(exp: Experiment, cpu: dict[str, Any]) -> list[str]:
+    """Red warnings when the ETDump's op names contradict the experiment's SME2 label.
+
+    XNNPACK takes the KleidiAI packed path (PF32/PF16/PQS8 op names) on any CPU with SME or SME2,
+    so an ON experiment with XNNPACK conv/matmul ops on such a CPU must show some packed-path time.
+    """
+    if exp.op_stats is None:
+        return []
+    label = exp.meta.get("sme2_label")
+    has_matmul = bool(((exp.op_stats["backend"] == "XNNPACK") & exp.op_stats["category"].isin(["CONV", "GEMM"])).any())
+    if label == "on" and cpu_has_sme(cpu) and has_matmul and exp.sme_path_ms == 0:
+        which = "SME2" if cpu.get("sme2") else "SME"
+        return [f"labelled SME2 ON on a CPU with {which}, yet no operator ran on the KleidiAI packed path "
+                "(no PF32/PF16/PQS8 op names): check the runner's SME2/SME flags"]
+    if label == "off" and exp.sme_path_ms > 0:
+        return [f"labelled SME2 OFF, yet {exp.sme_path_ms:.3f} ms per inference ran on the KleidiAI SME packed "
+                "path: the OFF runner still has SME kernels"]
+    return []
+
+
 def sme_checks(base: Experiment, cand: Experiment, cpu: dict[str, Any]) -> list[str]:
-    """Red warnings when an SME2 ON/OFF pair is not what its labels say (kernels and ETDump tags)."""
+    """Red warnings when an SME2 ON/OFF pair is not what its labels say (registered kernels)."""
     warnings_out = []
     labels = {base.meta.get("sme2_label"), cand.meta.get("sme2_label")}
     for exp in (base, cand):
         label = exp.meta.get("sme2_label")
-        has_matmul = exp.op_stats is not None and bool(
-            ((exp.op_stats["backend"] == "XNNPACK") & exp.op_stats["category"].isin(["CONV", "GEMM"])).any())
-        if label == "on" and exp.meta.get("sme2_effective") and has_matmul and exp.sme_path_ms == 0:
-            warnings_out.append(f"{exp.name} is labelled SME2 ON on an SME2 CPU but no operator ran on the KleidiAI "
-                                "packed path (no PF32/PF16/PQS8/QP8 op names): check the runner's SME2 flags")
-        if label == "off" and exp.sme_path_ms > 0:
-            warnings_out.append(f"{exp.name} is labelled SME2 OFF but {exp.sme_path_ms:.3f} ms per inference ran on the "
-                                "KleidiAI SME packed path: the OFF runner still has SME kernels")
         if exp.kernels is not None and labels == {"on", "off"}:
             families = set(exp.kernels["isa_family"])
             if label == "on" and exp.meta.get("sme2_effective") and "sme2" not in families:
@@ -1115,7 +1132,7 @@ def sme_section(experiments: list[Experiment], cpu: dict[str, Any]) -> list[str]
                      f"{100.0 * exp.sme_path_ms / total:.1f} %", detail, ", ".join(sme_ops) or "none"])
     note = "" if cpu.get("sme2") else f" SME2 on this CPU: {sme2_fact(cpu)}."
     return ["## SME path (from operator names)", "",
-            "Operators whose XNNPACK name carries a KleidiAI packed tag (PF32, PF16, PQS8; QP8 on an SME2 CPU) "
+            "Operators whose XNNPACK name carries a KleidiAI packed tag (PF32, PF16, PQS8; QP8 on a CPU with SME or SME2) "
             f"ran on the KleidiAI SME/SME2 kernels.{note}", "",
             md_table(["experiment", "SME2 label", "SME path ms / inference", "share of E2E",
                       "share of each category on the SME path", "op types on the SME path"], rows), ""]
@@ -1434,7 +1451,7 @@ def load_etdump_mode_trace(args: argparse.Namespace, exp: Experiment) -> None:
     exp.trace = load_trace(args.etdump, args.etrecord)
     exp.trace_e2e = latency_stats(exp.trace.e2e_ms)
     exp.e2e, exp.e2e_source = exp.trace_e2e, "trace"
-    exp.op_stats = op_stats_table(exp.trace.ops, exp.trace.e2e_ms, cpu_has_sme2=False)
+    exp.op_stats = op_stats_table(exp.trace.ops, exp.trace.e2e_ms, cpu_has_sme=False)
     exp.categories = category_table(exp.op_stats)
     exp.warnings += exp.trace.warnings + exp.e2e["warnings"]
     exp.warnings.append("single ETDump: E2E comes from the traced runs (tracer overhead included); "
@@ -1454,7 +1471,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             for exp in experiments:
                 if exp.status == "ok":
-                    analyze_experiment(exp, etrecord_for(exp, args.etrecord), bool(cpu.get("sme2")))
+                    analyze_experiment(exp, etrecord_for(exp, args.etrecord), cpu_has_sme(cpu))
+                    exp.warnings += packed_path_warnings(exp, cpu)
         comparisons = []
         for base_name, cand_name in pairs_to_compare(experiments, manifest, args.baseline, args.candidate):
             base, cand = find_experiment(experiments, base_name), find_experiment(experiments, cand_name)

@@ -266,9 +266,9 @@ def test_portable_categories(analyzer: ModuleType, name: str, category: str) -> 
 def test_kernel_path_from_op_names(analyzer: ModuleType, op_type: str, path: str) -> None:
     assert analyzer.kernel_path_of(op_type, "XNNPACK") == path
     assert analyzer.kernel_path_of("native_call_convolution.out", "portable") == "portable"
-    assert analyzer.on_sme_path("kleidiai_sme", cpu_has_sme2=False)
-    assert analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme2=True)
-    assert not analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme2=False)
+    assert analyzer.on_sme_path("kleidiai_sme", cpu_has_sme=False)
+    assert analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme=True)
+    assert not analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme=False)
 
 
 def test_bootstrap_ci_contains_median_and_narrows(analyzer: ModuleType, analyzed_run: Path) -> None:
@@ -462,6 +462,21 @@ def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, analyz
     real = (folder / "trace.etdump").read_bytes()
     (folder / "trace.etdump").write_bytes(real[:100])
     exp = analyzer.Experiment(name="xnnpack_t1", folder=folder, meta={"name": "xnnpack", "threads": 1})
-    analyzer.analyze_experiment(exp, None, cpu_has_sme2=False)
+    analyzer.analyze_experiment(exp, None, cpu_has_sme=False)
     assert len(exp.errors) == 1 and "truncated" in exp.errors[0] and "\n" not in exp.errors[0]
     assert exp.trace is None and exp.e2e_source == "timing" and exp.e2e["n"] == ROUNDS * RUNS_PER_ROUND
+
+
+def test_packed_path_check_covers_sme_and_sme2_cpus(analyzer: ModuleType, analyzed_run: Path) -> None:
+    """XNNPACK takes the packed path on SME CPUs too: an ON run with F32 op names is flagged on either."""
+    exp = analyzer.Experiment(name="xnnpack_t1", folder=analyzed_run / "xnnpack_t1",
+                              meta={"name": "xnnpack", "sme2_label": "on"})
+    analyzer.analyze_experiment(exp, None, cpu_has_sme=True)
+    assert exp.sme_path_ms == 0, "this x86 trace has F32 op names only"
+    (on_sme,) = analyzer.packed_path_warnings(exp, {"sme": True, "sme2": False})
+    assert "CPU with SME," in on_sme and "no operator ran on the KleidiAI packed path" in on_sme
+    (on_sme2,) = analyzer.packed_path_warnings(exp, {"sme": True, "sme2": True})
+    assert "CPU with SME2," in on_sme2
+    assert analyzer.packed_path_warnings(exp, {"sme": False, "sme2": False}) == []
+    exp.meta["sme2_label"] = "off"
+    assert analyzer.packed_path_warnings(exp, {"sme": True, "sme2": True}) == []
