@@ -59,12 +59,6 @@ SME_PACKED_TAGS = {"PF32", "PF16", "PQS8"}
 
 # Known gaps in other stages, found by these tests; strict, so the fix turns them into failures
 # that say "remove the marker".
-RUNNER_LIBRARIES_NOT_PUSHED = pytest.mark.xfail(strict=True, reason=(
-    "android_pipeline.py pushes only the runner binary and libc++_shared.so, not the libexecutorch*.so "
-    "beside the linux-aarch64 runner; remove this marker once it pushes every .so of the runner folder"))
-SME1_PACKED_PATH_NOT_CHECKED = pytest.mark.xfail(strict=True, reason=(
-    "analyze_results.py warns about an ON run without packed-path ops only on SME2 CPUs, but the packed path "
-    "(PF32/PF16/PQS8) is taken on SME CPUs too; remove this marker once the check covers 'sme' CPUs"))
 
 # The conftest's tiny CNN in fp16 and in int8 (XNNPACKQuantizer, static and dynamic per-channel).
 DTYPE_EXPORT = """
@@ -352,7 +346,6 @@ def test_runner_folder_runs_without_the_build_machines_package(emulator, standal
     assert result.returncode != 0 and "libexecutorch" in result.stderr
 
 
-@RUNNER_LIBRARIES_NOT_PUSHED
 @pytest.mark.parametrize("device", list(DEVICES))
 def test_android_pipeline_records_the_emulated_device(android_runs, device):
     run_dir = pipeline_run(android_runs, device)
@@ -369,7 +362,6 @@ def test_android_pipeline_records_the_emulated_device(android_runs, device):
     assert summary["emulated"] is True and all(c["emulated"] for c in summary["comparisons"])
 
 
-@RUNNER_LIBRARIES_NOT_PUSHED
 @pytest.mark.parametrize("device", list(DEVICES))
 def test_android_pipeline_labels_the_kernel_path_per_device(android_runs, device):
     run_dir = pipeline_run(android_runs, device)
@@ -384,8 +376,6 @@ def test_android_pipeline_labels_the_kernel_path_per_device(android_runs, device
     assert (float(conv["sme_path_ms"]) > 0) is (device == "sme")
 
 
-@RUNNER_LIBRARIES_NOT_PUSHED
-@SME1_PACKED_PATH_NOT_CHECKED
 def test_on_run_without_packed_path_on_an_sme_cpu_is_a_red_warning(android_runs, venv_python, tmp_path):
     """What a runner that does not take the packed path looks like: the device's CPU has SME, yet the
     experiment labelled on ran no PF32 op. Made from the nosme run's traces and the sme device's facts."""

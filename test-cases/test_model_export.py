@@ -88,13 +88,6 @@ def export(tmp_path_factory, export_script: ModuleType) -> Callable[..., Exporte
     return run
 
 
-@pytest.fixture(autouse=True)
-def skip_slow_unless_selected(request: pytest.FixtureRequest) -> None:
-    """The README runs `pytest test-cases`: the full matrix only runs when asked for with -m slow."""
-    if request.node.get_closest_marker("slow") and "slow" not in request.config.getoption("markexpr"):
-        pytest.skip("full model x dtype matrix: run with -m slow")
-
-
 def run_cli(venv_python: str, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     """The script as a learner runs it: a fresh process, its exit code and both streams."""
     return subprocess.run(

@@ -575,8 +575,10 @@ def readme_bash_blocks() -> list[str]:
 
 
 def test_readme_has_exactly_two_commands():
-    assert readme_bash_blocks() == ["./scripts/setup_repo.sh",
-                                    "./scripts/setup_repo.sh && .venv/bin/python -m pytest test-cases"]
+    setup_and_run, setup_and_test = readme_bash_blocks()
+    assert setup_and_run == "./scripts/setup_repo.sh && .venv/bin/python scripts/run_quick_test.py"
+    assert setup_and_test.startswith("./scripts/setup_repo.sh && ")
+    assert setup_and_test.endswith(" && .venv/bin/python -m pytest test-cases")
 
 
 def test_ci_runs_the_readme_test_command_as_written(tmp_path):
