@@ -1203,8 +1203,9 @@ def method_section() -> list[str]:
         "Category rules (ordered, first match wins; `portable` rules see the kernel name without `native_call_` "
         "and the overload):", "", md_table(["source", "pattern", "category", "sub-label"], rule_rows), "",
         "Kernel path from the datatype tags in XNNPACK operator names (`Convolution (NHWC, PF32) IGEMM` -> "
-        "kleidiai_sme). PF32 was observed under an emulated SME CPU; PF16 and PQS8 follow XNNPACK's naming of its "
-        "packed-LHS operators; F32, F16, QC8, QS8/QC8W and QDU8 were observed on x86_64:", "",
+        "kleidiai_sme). Observed with the arm64 ExecuTorch 1.5.1 runtime on an emulated SME CPU (QEMU `-cpu max`): "
+        "PF32 (fp32 conv/GEMM), PF16 (fp16), PQS8 (static int8 conv/GEMM) and QP8 (dynamic int8 GEMM, also "
+        "without SME); with SME off the same ops show F32, F16, QC8 and QS8/QC8W. QDU8 was observed on x86_64:", "",
         md_table(["tags", "kernel_path", "meaning"], tag_rows), "",
     ]
 
