@@ -777,8 +777,7 @@ def test_triggered_analysis_failure_keeps_the_raw_results(kit_run: KitRun, tmp_p
 
 
 @pytest.mark.slow
-def test_onboarding_kit_runs_on_linux(kit_run: KitRun, request: pytest.FixtureRequest) -> None:
-    if "slow" not in request.config.getoption("markexpr"):
-        pytest.skip("two more exports and a run (about 90 s): run with -m slow")
+def test_onboarding_kit_runs_on_linux(kit_run: KitRun) -> None:
+    """Two more exports and a run (about 90 s): deselected by default, run with -m slow."""
     run_kits_before(kit_run, "onboarding-agent")
     run_kit(kit_run, "onboarding-agent")
