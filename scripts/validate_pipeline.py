@@ -5,7 +5,7 @@ Answers "will this config give numbers I can trust?" before the pipeline spends 
 the config validates against configs/config.schema.json; every model is a loadable .pte (its
 method found, input shapes read from its metadata); every runner exists, answers `--help` on
 this host (or, for Android, on the device) and was built for the platform; compare pairs name
-real experiments; an experiment labelled SME2 ON on a CPU without SME2, and an SME2 ON/OFF pair
+real experiments; the SME2 ON side of an ON/OFF pair on a CPU without SME2, and an SME2 ON/OFF pair
 whose runners differ in more than the SME switches, are FAILs (WARNs with --allow-mismatch);
 the output root is writable and the run will not overwrite an earlier one (the report says
 where the pipeline will write); for Android, the device is reachable and arm64 and the pinned
@@ -117,9 +117,10 @@ checks (stable ids, also in --json):
   {", ".join(CHECKS)}
 
 what a FAIL means and how to fix it is printed with each row. SME2 rules:
-  - an experiment whose runner.json says sme2_kernels true, on a CPU without SME2, is a FAIL
-    (WARN with --allow-mismatch: the pipeline then runs it and its manifest and report say
-    "SME2 not available on this CPU")
+  - the SME2 ON side of an ON/OFF compare pair, on a CPU without SME2, is a FAIL (WARN with
+    --allow-mismatch: the pipeline then runs it and its manifest and report say "SME2 not
+    available on this CPU"); any other runner that ships SME2 kernels (the macOS wheel's
+    prebuilt runner on an M1-M3 Mac) is a WARN: XNNPACK runs its other kernels there
   - an SME2 ON/OFF compare pair (the two runner.json disagree on sme2_kernels) must use runners
     whose runner.json differ only in the CMake switches
       {", ".join(SME_SWITCHES)}
@@ -587,9 +588,24 @@ def mismatch_status(allow: bool) -> str:
     return "WARN" if allow else "FAIL"
 
 
+def sme2_on_sides(plan: dict[str, Any]) -> set[str]:
+    """Experiments that are the SME2 ON side of a compare pair whose runners differ in SME2 kernels."""
+    experiments = {experiment["dir"]: experiment for experiment in plan["experiments"]}
+    on_sides = set()
+    for pair in plan.get("compare") or []:
+        sides = [experiments.get(pair["baseline"]), experiments.get(pair["candidate"])]
+        kernels = [(side or {}).get("runner_json", {}).get("sme2_kernels") for side in sides]
+        if kernels[0] is not kernels[1] and None not in kernels:
+            on_sides.add((pair["baseline"], pair["candidate"])[kernels.index(True)])
+    return on_sides
+
+
 def check_sme2_labels(plan: dict[str, Any], target: Target, allow: bool) -> list[Check]:
+    """An SME2 ON/OFF comparison on a CPU without SME2 would claim an effect that cannot happen (FAIL);
+    a runner that merely ships SME2 kernels (the macOS wheel's) runs its other kernels there (WARN)."""
     checks = []
     cpu_sme2 = target.cpu.get("sme2")
+    on_sides = sme2_on_sides(plan)
     for experiment in plan["experiments"]:
         runner_json = experiment.get("runner_json") or {}
         if not experiment.get("selected", True) or runner_json.get("sme2_kernels") is not True:
@@ -597,6 +613,12 @@ def check_sme2_labels(plan: dict[str, Any], target: Target, allow: bool) -> list
         subject = experiment["dir"]
         if cpu_sme2 is True:
             checks.append(Check("sme2_label", subject, "PASS", "SME2 ON runner on a CPU with SME2"))
+        elif cpu_sme2 is False and subject not in on_sides:
+            checks.append(Check("sme2_label", subject, "WARN",
+                                f"runner {Path(experiment['runner_dir']).name} ships SME2 kernels, but this CPU has "
+                                "no SME2: XNNPACK runs its other kernels and the report says \"SME2 not available "
+                                "on this CPU\"", "for an SME2 effect, run on an SME2 CPU (Apple M4 or an Armv9 "
+                                "phone with SME2)"))
         elif cpu_sme2 is False:
             checks.append(Check("sme2_label", subject, mismatch_status(allow),
                                 f"runner {Path(experiment['runner_dir']).name} has SME2 kernels, but SME2 is not "

@@ -1,7 +1,7 @@
 """The kernel view of analyze_results.py: XNNPACK microkernel log lines -> kernels.csv and the ON/OFF check.
 
 Kernel names are real: from the executorch 1.5.1 macOS arm64 wheel's XNNPACK library
-(shared/data/xnnpack-kernel-names_executorch-1.5.1_macos-arm64.txt) and XNNPACK's x86 and NEON
+(test-cases/data/xnnpack-kernel-names_executorch-1.5.1_macos-arm64.txt) and XNNPACK's x86 and NEON
 kernels; the lines use XNNPACK's own log formats (stdout `Note (XNNPACK): ...` and Android logcat).
 """
 
@@ -55,9 +55,7 @@ def analyzer(repo_root: Path) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def real_kernel_names(repo_root: Path) -> list[str]:
-    path = repo_root.parent / "shared" / "data" / KERNEL_NAMES_FILE
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared data folder sits beside the repository")
+    path = repo_root / "test-cases" / "data" / KERNEL_NAMES_FILE
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
