@@ -923,17 +923,28 @@ def make_charts(experiments: list[Experiment], comparisons: list[Comparison], ch
         written.append(save_figure(fig, charts_dir / "e2e_latency.png"))
     traced = [e for e in experiments if e.categories is not None]
     if traced:
-        fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(traced) + 3), 4.5))
-        bottoms = np.zeros(len(traced))
+        # Absolute time shows the speedup; shares show the composition, which a large speedup hides.
+        fig, (ms_ax, share_ax) = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(traced) + 4), 4.5))
+        names = [e.name for e in traced]
+        ms_bottoms, share_bottoms = np.zeros(len(traced)), np.zeros(len(traced))
         for category in CATEGORIES + [UNATTRIBUTED]:
-            values = np.array([float(e.categories.set_index("category").loc[category, "ms_per_inference"])
-                               for e in traced])
-            ax.bar([e.name for e in traced], values, bottom=bottoms, label=category, color=CATEGORY_COLORS[category])
-            bottoms += values
-        ax.set_ylabel("ms per inference (traced runs, mean)")
-        ax.set_title("Where the time goes, by operator category")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+            rows = [e.categories.set_index("category").loc[category] for e in traced]
+            values = np.array([float(row["ms_per_inference"]) for row in rows])
+            shares = np.array([float(row["share_pct"]) for row in rows])
+            color = CATEGORY_COLORS[category]
+            ms_ax.bar(names, values, bottom=ms_bottoms, label=category, color=color)
+            share_ax.bar(names, shares, bottom=share_bottoms, color=color)
+            ms_bottoms += values
+            share_bottoms += shares
+        ms_ax.set_ylabel("ms per inference (traced runs, mean)")
+        ms_ax.set_title("Time per category")
+        share_ax.set_ylabel("share of traced inference time (%)")
+        share_ax.set_ylim(0, 100)
+        share_ax.set_title("Share per category")
+        share_ax.legend(*ms_ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+        for ax in (ms_ax, share_ax):
+            plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        fig.suptitle("Where the time goes, by operator category")
         fig.tight_layout()
         written.append(save_figure(fig, charts_dir / "categories_stacked.png"))
     for exp in traced:
@@ -961,6 +972,11 @@ def make_charts(experiments: list[Experiment], comparisons: list[Comparison], ch
         ax.bar(x + 0.2, cats["candidate_ms"], 0.4, label=comparison.candidate.name, color="#4c72b0")
         ax.set_xticks(x, cats["name"], rotation=20, ha="right")
         ax.set_ylabel("ms per inference (traced runs, mean)")
+        positive = pd.concat([cats["baseline_ms"], cats["candidate_ms"]])
+        positive = positive[positive > 0]
+        if positive.max() / positive.min() > 20:  # a linear axis would flatten the faster side to nothing
+            ax.set_yscale("log")
+            ax.set_ylabel("ms per inference (traced runs, mean; log scale)")
         ax.set_title(f"Per category: {comparison.baseline.name} vs {comparison.candidate.name}")
         ax.legend()
         fig.tight_layout()
