@@ -16,9 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -209,7 +207,7 @@ void fill_pattern(void* data, size_t count) {
   }
 }
 
-void fill_input(ScalarType type, void* data, size_t nbytes, size_t index) {
+void fill_input(ScalarType type, void* data, size_t nbytes) {
   switch (type) {
     case ScalarType::Float:
       return fill_pattern<float>(data, nbytes / sizeof(float));
@@ -237,7 +235,6 @@ void fill_input(ScalarType type, void* data, size_t nbytes, size_t index) {
     default: {
       auto* bytes = static_cast<uint8_t*>(data);
       for (size_t i = 0; i < nbytes; ++i) bytes[i] = static_cast<uint8_t>(i % 17);
-      (void)index;
     }
   }
 }
@@ -278,7 +275,7 @@ void set_inputs(Method& method, const MethodMeta& meta, const Options& opts, Inp
     auto& sizes = inputs.sizes.emplace_back(info->sizes().begin(), info->sizes().end());
     auto& order = inputs.dim_orders.emplace_back(info->dim_order().begin(), info->dim_order().end());
     if (opts.input_files.empty()) {
-      fill_input(info->scalar_type(), bytes.data(), bytes.size(), i);
+      fill_input(info->scalar_type(), bytes.data(), bytes.size());
     } else {
       read_input_file(opts.input_files[i], bytes.data(), bytes.size());
     }
