@@ -31,11 +31,8 @@ def prebuilt_runner(venv_python: str) -> Path:
     return runner
 
 
-TINY_CNN_EXPORT = """
-import sys, torch
-from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-from executorch.exir import to_edge_transform_and_lower
-
+# The tiny CNN every test model is made from (its source, for export subprocesses).
+TINY_CNN_CLASS = """
 class TinyCnn(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -44,7 +41,13 @@ class TinyCnn(torch.nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
+"""
 
+TINY_CNN_EXPORT = """
+import sys, torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+""" + TINY_CNN_CLASS + """
 torch.manual_seed(0)
 program = torch.export.export(TinyCnn().eval(), (torch.randn(1, 3, 16, 16),))
 partitioners = [XnnpackPartitioner()] if sys.argv[2] == "xnnpack" else []

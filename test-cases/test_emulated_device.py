@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_CNN_CLASS
+
 pytestmark = pytest.mark.emulated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +59,6 @@ MATMUL_OPS = {
 }
 SME_PACKED_TAGS = {"PF32", "PF16", "PQS8"}
 
-# Known gaps in other stages, found by these tests; strict, so the fix turns them into failures
-# that say "remove the marker".
-
 # The conftest's tiny CNN in fp16 and in int8 (XNNPACKQuantizer, static and dynamic per-channel).
 DTYPE_EXPORT = """
 import sys, torch
@@ -69,16 +68,7 @@ from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
     XNNPACKQuantizer, get_symmetric_quantization_config)
 from executorch.exir import to_edge_transform_and_lower
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-class TinyCnn(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = torch.nn.Linear(8 * 16 * 16, 10)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
+""" + TINY_CNN_CLASS + """
 def lower(model, example, out):
     program = torch.export.export(model, example)
     out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
