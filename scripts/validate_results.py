@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -226,8 +227,12 @@ def timing_latencies_from(path: Path) -> tuple[Optional[list[Any]], str]:
         timing = read_json_file(path, "timing JSON")
     except ValidationError as error:
         return None, str(error)
-    if timing.get("rounds"):
-        latencies = [value for round_ in timing["rounds"] for value in (round_.get("latencies_ms") or [])]
+    rounds = timing.get("rounds")
+    if rounds and not (isinstance(rounds, list) and all(isinstance(r, dict) for r in rounds)
+                       and all(isinstance(r.get("latencies_ms"), list) for r in rounds)):
+        return None, f"{path}: 'rounds' is not a list of {{round, latencies_ms: [...]}} objects"
+    if rounds:
+        latencies = [value for round_ in rounds for value in round_["latencies_ms"]]
     else:
         latencies = timing.get("latencies_ms") or []
     if not isinstance(latencies, list):
@@ -723,6 +728,7 @@ def load_context(run_dir: Path, strict: bool) -> RunContext:
         raise ValidationError(f"{run_dir}: no such run directory; pass the output folder a pipeline wrote "
                               "(it holds manifest.json)")
     manifest = read_json_file(run_dir / "manifest.json", "manifest")
+    check_manifest_shape(run_dir / "manifest.json", manifest)
     try:
         summary: Optional[dict[str, Any]] = read_json_file(run_dir / "analysis_summary.json", "analysis summary")
     except ValidationError:
@@ -730,6 +736,20 @@ def load_context(run_dir: Path, strict: bool) -> RunContext:
     cpu = manifest.get("device") or manifest.get("host") or {}
     emulated = bool((manifest.get("device") or {}).get("emulated") or (manifest.get("host") or {}).get("emulated"))
     return RunContext(run_dir=run_dir, manifest=manifest, summary=summary, cpu=cpu, emulated=emulated, strict=strict)
+
+
+def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """Fields every check reads must have the documented types (scripts/README.md)."""
+    expected = {"experiments": list, "compare": (list, type(None)), "host": (dict, type(None)),
+                "device": (dict, type(None)), "runners": (dict, type(None))}
+    for key, types in expected.items():
+        if key in manifest and not isinstance(manifest[key], types):
+            raise ValidationError(f"{path}: '{key}' has the wrong type ({type(manifest[key]).__name__}); restore "
+                                  "manifest.json from the run or re-run the pipeline")
+    for key in ("experiments", "compare"):
+        if any(not isinstance(entry, dict) for entry in manifest.get(key) or []):
+            raise ValidationError(f"{path}: an entry of '{key}' is not a JSON object; restore manifest.json "
+                                  "from the run or re-run the pipeline")
 
 
 def run_checks(ctx: RunContext) -> list[Check]:
@@ -803,8 +823,15 @@ def write_outputs(run_dir: Path, report: dict[str, Any]) -> Optional[str]:
     """validation.json and validation.md into the run directory; the reason when that fails."""
     report["written"] = [str(run_dir / name) for name in OUTPUT_FILES]
     try:
-        (run_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
-        (run_dir / "validation.md").write_text(markdown(report))
+        for name, text in (("validation.json", json.dumps(report, indent=2) + "\n"),
+                           ("validation.md", markdown(report))):
+            temporary = run_dir / f".{name}.partial-{os.getpid()}"
+            try:
+                temporary.write_text(text)
+                temporary.replace(run_dir / name)
+            finally:
+                if temporary.exists():
+                    temporary.unlink()
     except OSError as error:
         report["written"] = []
         return f"could not write validation.json/validation.md into {run_dir}: {error.strerror}"
@@ -850,6 +877,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
+    try:
+        return validate(args, console)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] no verdict was written; run the same command again",
+                      highlight=False, soft_wrap=True)
+        return 130
+
+
+def validate(args: argparse.Namespace, console: Console) -> int:
     run_dir = args.run_dir.expanduser()
     try:
         ctx: Optional[RunContext] = load_context(run_dir, args.strict)
