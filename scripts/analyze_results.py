@@ -712,7 +712,7 @@ def read_timing(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
             rounds = [np.asarray(timing.get("latencies_ms", []), dtype=float).reshape(-1)]
     except (TypeError, ValueError, KeyError, AttributeError):
         raise AnalysisError(f"{path}: 'rounds' / 'latencies_ms' do not have the documented shape (a list of "
-                            "{round, latencies_ms: [numbers]}); restore the file or re-run the experiment") from None
+                            "objects with round and latencies_ms, a list of numbers); restore the file or re-run the experiment") from None
     latencies = np.concatenate(rounds) if rounds else np.array([])
     if latencies.size == 0 or not np.all(np.isfinite(latencies)) or np.any(latencies <= 0):
         raise AnalysisError(f"{path}: latencies must be positive finite numbers; re-run the experiment")

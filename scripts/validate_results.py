@@ -151,13 +151,13 @@ class RunContext:
     strict: bool
 
     def analyze_command(self) -> str:
-        return f"python scripts/analyze_results.py --run-dir {self.run_dir}"
+        return f"{kit_command('analyze_results.py')} --run-dir {self.run_dir}"
 
     def rerun_command(self, resume: bool = False) -> str:
         """The pipeline command that measures again: a fresh run (a new run directory, so compare
         pairs stay interleaved and this run is kept), or --resume for experiments that did not complete."""
-        pipeline = Path(self.manifest.get("pipeline") or "mac_pipeline.py").name
-        command = f"python scripts/{pipeline} --config {self.manifest.get('config_path') or 'CONFIG'}"
+        pipeline = Path(str(self.manifest.get("pipeline") or "mac_pipeline.py")).name
+        command = f"{kit_command(pipeline)} --config {self.manifest.get('config_path') or 'CONFIG'}"
         serial = (self.manifest.get("device") or {}).get("serial")
         if serial and pipeline == "android_pipeline.py":
             command += f" --serial {serial}"
@@ -167,6 +167,20 @@ class RunContext:
 
 
 # ---------------------------------------------------------------- reading files
+
+def shown_path(path: Path) -> str:
+    """Relative to the working directory when inside it; symlinks kept (a venv's bin/python stays the venv's)."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def kit_command(script: str) -> str:
+    """`<running Python> <kit script>`: a fix line that pastes as is outside an activated venv."""
+    return f"{shown_path(Path(sys.executable))} {shown_path(Path(__file__).resolve().parent / script)}"
+
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
     try:
@@ -893,8 +907,9 @@ def validate(args: argparse.Namespace, console: Console) -> int:
     except ValidationError as error:
         ctx = None
         checks = [Check("run_dir", "run", "FAIL", str(error),
-                        "point --run-dir at the output_root of a pipeline run (python scripts/mac_pipeline.py "
-                        "--config CONFIG writes one)")]
+                        "point --run-dir at the output_root of a pipeline run "
+                        f"({kit_command('mac_pipeline.py')} --config CONFIG writes one); if it is one, restore its "
+                        "manifest.json or run the pipeline again")]
     report = build_report(run_dir, checks, ctx)
     write_problem = write_outputs(run_dir, report) if ctx is not None else None
     if args.json:
