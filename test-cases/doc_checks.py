@@ -75,3 +75,35 @@ def command_problems(markdown: str, source: str) -> list[str]:
                     if flag not in known:
                         problems.append(f"{source}: {script} has no flag {flag} (its --help lists {sorted(known)})")
     return problems
+
+
+# --- words: the site's readability limits ------------------------------------------------
+
+FENCED_BLOCK = re.compile(r"^```.*?^```[^\n]*$", re.MULTILINE | re.DOTALL)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def prose_text(text: str) -> str:
+    """What the reader reads as sentences: no fenced blocks, no inline code, no link targets."""
+    text = FENCED_BLOCK.sub("", text)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def sections(body: str) -> list[tuple[str, str]]:
+    """(heading, text) of every ``## `` section of a page body, subsections included."""
+    parts = re.split(r"^(## .*)$", body, flags=re.MULTILINE)
+    return [(parts[index], parts[index + 1]) for index in range(1, len(parts), 2)]
+
+
+def prose_between_code_blocks(body: str) -> list[tuple[int, int]]:
+    """(line where the stretch starts, prose words) of each stretch of the body between fenced blocks."""
+    stretches, start = [], 0
+    for match in FENCED_BLOCK.finditer(body):
+        stretches.append((body.count("\n", 0, start) + 1, words(prose_text(body[start:match.start()]))))
+        start = match.end()
+    stretches.append((body.count("\n", 0, start) + 1, words(prose_text(body[start:]))))
+    return stretches
