@@ -107,3 +107,22 @@ def prose_between_code_blocks(body: str) -> list[tuple[int, int]]:
         start = match.end()
     stretches.append((body.count("\n", 0, start) + 1, words(prose_text(body[start:]))))
     return stretches
+
+
+def wording_problems(body: str) -> list[str]:
+    """The site's word rules: 'Learning Path' capitalized, 'can' or 'might' instead of 'may'."""
+    text = prose_text(body)
+    problems = [f"write 'Learning Path', not {match!r}" for match in
+                sorted(set(re.findall(r"\b[Ll]earning[- ][Pp]aths?\b", text))) if not re.fullmatch(r"Learning Paths?", match)]
+    if re.search(r"\bmay\b", text, re.IGNORECASE):
+        problems.append("write 'can' or 'might', not 'may'")
+    return problems
+
+
+def length_problems(body: str, max_section: int, max_stretch: int) -> list[str]:
+    """Sections and stretches of prose without a code block that the site flags as too long."""
+    problems = [f"section {heading!r} has {words(prose_text(text))} words (limit {max_section})"
+                for heading, text in sections(body) if words(prose_text(text)) > max_section]
+    problems += [f"{count} words without a code block from body line {line} (limit {max_stretch})"
+                 for line, count in prose_between_code_blocks(body) if count > max_stretch]
+    return problems

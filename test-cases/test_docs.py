@@ -21,8 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from doc_checks import (command_problems, fenced_blocks, prose_between_code_blocks, prose_text, sections,
-                        words)
+from doc_checks import command_problems, fenced_blocks, length_problems, sections, wording_problems, words
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Page file -> Hugo weight: _index first, the numbered pages in order, next steps last.
@@ -402,22 +401,29 @@ def test_word_counts():
 
 @pytest.mark.parametrize("name", list(PAGE_WEIGHTS))
 def test_sections_and_stretches_between_code_are_short(name):
-    body = page_body(name)
-    long_sections = {heading: words(prose_text(text)) for heading, text in sections(body)
-                     if words(prose_text(text)) > MAX_SECTION_WORDS}
-    assert not long_sections, f"{name}: sections over {MAX_SECTION_WORDS} words: {long_sections}"
-    long_stretches = [(line, count) for line, count in prose_between_code_blocks(body) if count > MAX_WORDS_BETWEEN_CODE]
-    assert not long_stretches, f"{name}: (line, words) of prose stretches over {MAX_WORDS_BETWEEN_CODE} words " \
-                               f"without a code block: {long_stretches}"
+    problems = length_problems(page_body(name), MAX_SECTION_WORDS, MAX_WORDS_BETWEEN_CODE)
+    assert not problems, f"{name}: " + "; ".join(problems)
 
 
 @pytest.mark.parametrize("name", list(PAGE_WEIGHTS))
 def test_site_wording(name):
-    text = prose_text(page_body(name))
-    lower_case = sorted({match for match in re.findall(r"\b[Ll]earning[- ][Pp]aths?\b", text)
-                         if not re.fullmatch(r"Learning Paths?", match)})
-    assert not lower_case, f"{name}: write 'Learning Path', not {lower_case}"
-    assert not re.search(r"\bmay\b", text, re.IGNORECASE), f"{name}: write 'can' or 'might', not 'may'"
+    problems = wording_problems(page_body(name))
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+def test_the_rule_checks_catch_a_broken_page():
+    """Test the test: a page breaking each wording and length rule is flagged for each."""
+    long_prose = " ".join(["word"] * 720)
+    body = ("## Quick start\n\nThis learning path may help. See the learning-path folder.\n\n"
+            + long_prose + "\n\n```bash\nls\n```\n")
+    wording = wording_problems(body)
+    assert any("'learning path'" in problem for problem in wording)
+    assert any("'learning-path'" in problem for problem in wording)
+    assert any("not 'may'" in problem for problem in wording)
+    lengths = length_problems(body, MAX_SECTION_WORDS, MAX_WORDS_BETWEEN_CODE)
+    assert any(problem.startswith("section '## Quick start'") for problem in lengths)
+    assert any("without a code block" in problem for problem in lengths)
+    assert wording_problems("## Quick start\n\nThis Learning Path can help.\n") == []
 
 
 def test_first_page_starts_both_paths_with_the_result():
