@@ -178,9 +178,11 @@ def test_a_broken_page_fails_the_render_checks(tools, browser, tmp_path):
 
 @pytest.mark.parametrize("wanted", ["0.111.3", "0.147.8"])
 def test_a_reserved_front_matter_key_fails_the_build(tools, tmp_path, wanted):
-    """Test the test: the kits' former `outputs:` key breaks the whole site build."""
+    """Test the test: the kits' former `outputs:` key breaks the whole site build (Hugo 0.168.0
+    happens to accept it for a page it does not render; the two older ones bracket the site's)."""
+    version = version_for(wanted, tools)
     files = learning_path_files()
     kit = files["agentic-kits/setup-agent.md"].decode().replace("\nproduces:\n", "\noutputs:\n", 1)
     site = make_site(tmp_path / "reserved", {**files, "agentic-kits/setup-agent.md": kit.encode()})
-    status, output = build(tools[wanted], site)
-    assert hugo_problems(status, output), f"Hugo {wanted} accepted a reserved `outputs` key:\n{output[-1500:]}"
+    status, output = build(tools[version], site)
+    assert hugo_problems(status, output), f"Hugo {version} accepted a reserved `outputs` key:\n{output[-1500:]}"
