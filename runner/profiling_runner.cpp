@@ -75,6 +75,7 @@ struct Options {
   std::string method_name = "forward";
   std::string etdump_path;
   std::string timing_json;
+  std::string proc_maps_path;
   std::vector<std::string> input_files;
   int num_executions = 1;
   int warmup = 0;
@@ -93,6 +94,8 @@ const char kUsage[] =
     "  --etdump_path PATH     attach an ETDump tracer and write the trace here\n"
     "  --inputs A.bin,B.bin   raw input tensors, one file per input (default: a fixed\n"
     "                         pattern shaped by the method's metadata)\n"
+    "  --proc_maps_path PATH  at exit, copy /proc/self/maps here (Linux, Android): where\n"
+    "                         each library was loaded, to map code addresses to symbols\n"
     "  --help                 show this help\n";
 
 [[noreturn]] void fail(const std::string& message) {
@@ -155,6 +158,8 @@ Options parse_args(int argc, char** argv) {
       opts.etdump_path = value;
     } else if (arg == "--timing_json") {
       opts.timing_json = value;
+    } else if (arg == "--proc_maps_path") {
+      opts.proc_maps_path = value;
     } else if (arg == "--inputs") {
       opts.input_files = split_commas(value);
     } else if (arg == "--num_executions") {
@@ -402,6 +407,20 @@ void write_etdump(ETDumpGen& tracer, const std::string& path) {
   }
 }
 
+// Libraries load at a different address in every process (and under qemu-user the
+// guest sees its own map), so code addresses mean nothing without this process's map.
+void copy_proc_maps(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) {
+    fail("--proc_maps_path: /proc/self/maps is not readable (Linux and Android only)");
+  }
+  std::ofstream out(path);
+  out << maps.rdbuf();
+  if (!out.flush()) {
+    fail("cannot write " + path);
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -484,6 +503,9 @@ int main(int argc, char** argv) {
   }
   if (!opts.timing_json.empty()) {
     write_timing_json(opts, threads, program_ms, method_ms, latencies, read_cpu_features());
+  }
+  if (!opts.proc_maps_path.empty()) {
+    copy_proc_maps(opts.proc_maps_path);
   }
   std::printf("%s: %d runs, %u threads%s: median %.4f ms, min %.4f ms, max %.4f ms\n",
               opts.model_path.c_str(), opts.num_executions, threads, tracer ? " (traced)" : "",

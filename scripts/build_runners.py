@@ -133,13 +133,13 @@ def unpacked_package_facts(package_dir: Path) -> dict:
 
 def arm64_package(package_arg: str | None, installed: dict) -> dict:
     """The arm64 executorch package to cross-compile against: --executorch-package, or the one
-    test-cases/emulator/setup_emulator.sh unpacks. It must be the venv's executorch version."""
+    scripts/setup_emulator.sh unpacks. It must be the venv's executorch version."""
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     default = repo_root() / "build" / "emulator" / f"executorch-{installed['version']}-{tag}-aarch64"
     folder = Path(package_arg).resolve() if package_arg else default
     package_dir = next((d for d in (folder, folder / "executorch") if (d / "share/cmake/executorch-config.cmake").exists()), None)
     if package_dir is None:
-        raise BuildError(f"no arm64 executorch package at {folder}; run test-cases/emulator/setup_emulator.sh, or "
+        raise BuildError(f"no arm64 executorch package at {folder}; run scripts/setup_emulator.sh, or "
                          f"pip download --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 "
                          f"executorch=={installed['version']}, unzip it and pass --executorch-package DIR")
     facts = unpacked_package_facts(package_dir)
@@ -155,7 +155,7 @@ def write_cross_toolchain(build_dir: Path) -> Path:
     compiler = shutil.which(f"{CROSS_TRIPLE}-g++")
     if not compiler:
         raise BuildError(f"{CROSS_TRIPLE}-g++ not found; install g++-{CROSS_TRIPLE} (Debian/Ubuntu) or run "
-                         "test-cases/emulator/setup_emulator.sh")
+                         "scripts/setup_emulator.sh")
     bin_dir = Path(compiler).parent
     sysroot = bin_dir.parent / CROSS_TRIPLE
     # PACKAGE BOTH: the executorch package is an unpacked wheel outside the sysroot.
@@ -466,7 +466,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--executorch-package",
                         help="unpacked arm64 executorch wheel for --flavor prebuilt --platform linux-aarch64 "
                              "(default: build/emulator/executorch-<version>-cp<python>-aarch64, made by "
-                             "test-cases/emulator/setup_emulator.sh)")
+                             "scripts/setup_emulator.sh)")
     parser.add_argument("--ndk", help="Android NDK r27+ (default: $ANDROID_NDK, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     parser.add_argument("--runners-dir", default="runners", help="where runner folders go (default: runners)")
     parser.add_argument("--build-dir", default="build", help="CMake build trees (default: build)")

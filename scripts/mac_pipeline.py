@@ -65,6 +65,12 @@ RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env
 SME2_MISSING_NOTE = "SME2 not available on this CPU"
 SME2_UNKNOWN_NOTE = "SME2 support of this CPU unknown (scripts/validate_setup.py did not report it)"
 ARM_ARCHES = {"arm64", "aarch64"}
+# Platform "emulated": the arm64 runner under qemu-aarch64 (scripts/setup_emulator.sh puts it here).
+DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
+DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
+QEMU_LOG = "qemu_in_asm.log"
+PROC_MAPS = "proc_maps.txt"
+EMULATED_NOTE = "emulated: timings not meaningful"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -95,6 +101,7 @@ class Cell:
     env: dict[str, str]
     extra_args: list[str]
     cpu_affinity: list[int]
+    emulator: list[str] = field(default_factory=list)  # qemu-aarch64 command prefix on platform emulated
     hide_cpu_features: list[str] = field(default_factory=list)
     mask_env: dict[str, str] = field(default_factory=dict)
     cpu_features_seen: Optional[dict] = None
@@ -158,6 +165,17 @@ def resolve_runner(reference: str, config_dir: Path, runners_dir: Path) -> tuple
     return candidate, candidate / RUNNER_BINARY
 
 
+def emulator_command(config: dict, config_dir: Path) -> list[str]:
+    """The qemu-aarch64 prefix that runs the arm64 runner on platform emulated, else []. One emulated
+    CPU per run: the device facts, and so the SME2 labels, are the run's."""
+    if config.get("platform") != "emulated":
+        return []
+    emulator = config.get("emulator", {})
+    qemu = emulator.get("qemu", str(DEFAULT_QEMU))
+    qemu = str((config_dir / qemu).resolve()) if "/" in qemu else qemu
+    return [qemu, "-L", emulator.get("sysroot", DEFAULT_SYSROOT), "-cpu", emulator.get("cpu", "max")]
+
+
 def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
     cells = []
     seen = set()
@@ -180,6 +198,7 @@ def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
                 timeout_s=float(experiment.get("timeout_s", DEFAULTS["timeout_s"])),
                 env=dict(experiment.get("env", {})), extra_args=list(experiment.get("extra_args", [])),
                 cpu_affinity=list(experiment.get("cpu_affinity", [])),
+                emulator=emulator_command(config, config_dir),
                 hide_cpu_features=sorted(experiment.get("hide_cpu_features", []))))
     dirs = [cell.dir for cell in cells]
     clash = next((d for d in dirs if dirs.count(d) > 1), None)
@@ -455,6 +474,24 @@ def host_platform() -> str:
     return "mac" if sys.platform == "darwin" else "linux"
 
 
+def emulated_device_facts(config: dict, config_dir: Path) -> Optional[dict]:
+    """The emulated CPU of platform emulated, as device facts (QEMU >= 11's -cpu max has SME and SME2)."""
+    if config.get("platform") != "emulated":
+        return None
+    qemu, _, sysroot, _, cpu = emulator_command(config, config_dir)
+    try:
+        version = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except OSError:
+        version = ""
+    major = re.search(r"version (\d+)\.", version)
+    sme = bool(major) and "sme=off" not in cpu
+    return {"pipeline": "mac_pipeline.py", "device": {
+        "model": f"QEMU user mode -cpu {cpu}", "emulator": version or f"{qemu} (not found)", "cpu_model": cpu,
+        "sysroot": sysroot, "abi": "arm64", "emulated": True, "note": EMULATED_NOTE,
+        "sme": sme, "sme2": sme and int(major.group(1)) >= 11,
+        "sme_source": "QEMU -cpu max emulates SME, and SME2 from QEMU 11 on"}}
+
+
 def preflight(cell: Cell, local: bool) -> Optional[str]:
     """The one-line reason this cell cannot run, or None. Runs before anything is timed."""
     if not cell.model.is_file():
@@ -464,7 +501,13 @@ def preflight(cell: Cell, local: bool) -> Optional[str]:
                 "in the config)")
     if cell.runner_json is None:
         cell.warnings.append(f"no runner.json beside {cell.runner_binary}: the SME2 label is unknown")
-    if local and cell.runner_json:
+    if cell.emulator:
+        if not (Path(cell.emulator[0]).is_file() or shutil.which(cell.emulator[0])):
+            return f"emulator not found: {cell.emulator[0]} (run scripts/setup_emulator.sh, or fix 'emulator' in the config)"
+        if cell.runner_json and str(cell.runner_json.get("target_arch", "")).lower() not in ARM_ARCHES:
+            return (f"runner {cell.runner_ref} is not an arm64 build; the emulated platform runs "
+                    "prebuilt-linux-aarch64 (python scripts/build_runners.py --platform linux-aarch64)")
+    elif local and cell.runner_json:
         built_for = cell.runner_json.get("platform")
         arch = str(cell.runner_json.get("target_arch", "")).lower()
         here = platform.machine().lower().replace("amd64", "x86_64")
@@ -503,7 +546,17 @@ def runner_args(step: Step, cell_dir: Path) -> tuple[list[str], list[Path]]:
     elif step.mode == "trace":
         outputs = [cell_dir / "trace.etdump", cell_dir / "trace_timing.json"]
         args += ["--etdump_path", str(outputs[0]), "--timing_json", str(outputs[1])]
+        if cell.emulator:  # the map and QEMU's translated-code log give the instructions reached
+            args += ["--proc_maps_path", str(cell_dir / PROC_MAPS)]
+            outputs[1:1] = [cell_dir / PROC_MAPS, cell_dir / QEMU_LOG]  # the runner's timing JSON stays last
     return args + cell.extra_args, outputs
+
+
+def emulated(step: Step, cell_dir: Path) -> list[str]:
+    """qemu-aarch64 and its options for this step on platform emulated (the trace run logs translated code)."""
+    if not step.cell.emulator:
+        return []
+    return step.cell.emulator + (["-d", "in_asm", "-D", str(cell_dir / QEMU_LOG)] if step.mode == "trace" else [])
 
 
 def local_command(args: list[str], cell: Cell) -> list[str]:
@@ -545,7 +598,7 @@ def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[f
         spec_path.write_text(json.dumps(spec))
         command, env = launcher + [str(spec_path)], dict(os.environ)
     else:
-        command, env = local_command(args, cell), {**os.environ, **cell.mask_env, **cell.env}
+        command, env = local_command(emulated(step, cell_dir) + args, cell), {**os.environ, **cell.mask_env, **cell.env}
     log_name = "kernels.log" if step.mode == "kernels" else "runner.log"
     started = time.monotonic()
     try:
@@ -611,7 +664,7 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
 
 
 def cell_files(cell_dir: Path) -> list[str]:
-    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log")
+    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log", PROC_MAPS, QEMU_LOG)
     return [name for name in wanted if (cell_dir / name).is_file()]
 
 
@@ -709,10 +762,11 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
 
 def summarize(run_dir: Path, console: Console) -> None:
     """A table of what ran, then one line per error, SME2 note or warning (tables fold long text)."""
-    table = Table(title=f"Run {run_dir}")
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    emulated_note = f" ({EMULATED_NOTE})" if (manifest.get("device") or {}).get("emulated") else ""
+    table = Table(title=f"Run {run_dir}{emulated_note}")
     for column in ("experiment", "status", "runs", "E2E median ms", "round medians ms", "SME2 label"):
         table.add_column(column, overflow="fold")
-    manifest = json.loads((run_dir / MANIFEST).read_text())
     remarks = []
     for entry in manifest["experiments"]:
         timing_path = run_dir / entry["dir"] / "timing.json"
@@ -907,7 +961,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             console.print(f"analysing {run_dir}")
             return EXIT_OK if run_analysis(run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
         run_dir = choose_run_dir(args, output_root, console)
-        device_facts = json.loads(args.device_facts.read_text()) if args.device_facts else None
+        device_facts = (json.loads(args.device_facts.read_text()) if args.device_facts
+                        else emulated_device_facts(config, config_path.parent))
         manifest = start_manifest(run_dir, config_path, config, args.resume, device_facts, console)
         if args.resume:
             apply_resume(manifest, cells, run_dir)

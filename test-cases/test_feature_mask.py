@@ -365,3 +365,24 @@ def test_mask_that_does_not_reach_the_runner_fails_with_the_cause(venv_python, a
     assert "LD_PRELOAD" in off["error"] and "build_runners.py" in off["error"]
     # The unmasked latencies never became an OFF result.
     assert not (tmp_path / "run/sme2_off_t1/timing.json").exists()
+
+
+def test_validate_pipeline_treats_a_masked_pair_as_sme2_off_vs_on(prebuilt_runner, toy_pte, venv_python, tmp_path):
+    """One runner with SME2 kernels (claimed here: this host's wheel has none) and the mask: the
+    hidden side is OFF, and the ON side on this CPU without SME2 is the FAIL it always was."""
+    runner = tmp_path / "runner_with_sme2"
+    runner.mkdir()
+    for file in ("profiling_runner", "libhide_cpu_features.so"):
+        shutil.copy2(prebuilt_runner.parent / file, runner / file)
+    facts = json.loads((prebuilt_runner.parent / "runner.json").read_text())
+    (runner / "runner.json").write_text(json.dumps({**facts, "sme2_kernels": True, "sme_kernels": True}))
+    config = write_config(tmp_path / "config.json", [
+        {"name": "sme2_off", "runner": str(runner), "model": str(toy_pte), "hide_cpu_features": ["sme", "sme2"], **FEW},
+        {"name": "sme2_on", "runner": str(runner), "model": str(toy_pte), "hide_cpu_features": [], **FEW}],
+        [{"baseline": "sme2_off", "candidate": "sme2_on"}])
+    result = run(venv_python, REPO / "scripts/validate_pipeline.py", "--config", config, "--json")
+    checks = {(c["id"], c["subject"]): c for c in json.loads(result.stdout)["checks"]}
+    assert checks[("sme2_pair", "sme2_off_t1->sme2_on_t1")]["status"] == "PASS"
+    assert "feature mask" in checks[("sme2_pair", "sme2_off_t1->sme2_on_t1")]["detail"]
+    assert checks[("sme2_label", "sme2_on_t1")]["status"] == "FAIL"  # this host has no SME2
+    assert ("sme2_label", "sme2_off_t1") not in checks
