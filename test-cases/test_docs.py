@@ -447,6 +447,19 @@ def test_no_placeholders_or_wrong_folder_names(name):
     assert not found, f"{name} still has {found}"
 
 
+def test_page_03_prints_the_switches_it_shows():
+    """The SME switches page 03 prints from the build plan are what build_runners.py plans today."""
+    body = page_body("03-build-runners.md")
+    match = re.search(r"```bash\n(\.venv/bin/python scripts/build_runners\.py --flavor source --platform mac "
+                      r"--dry-run[^`]*?)```.*?```output\n(.*?)```", body, re.DOTALL)
+    assert match, "page 03 no longer shows the dry-run switches and their output"
+    command = match.group(1).replace(".venv/bin/python", sys.executable)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == match.group(2), f"the plan prints {result.stdout!r}"
+
+
 # --- the Quick starts, end to end --------------------------------------------------------
 
 
