@@ -408,8 +408,18 @@ int main(int argc, char** argv) {
   auto method_start = Clock::now();
   auto method = program->load_method(opts.method_name.c_str(), &memory_manager, tracer.get());
   if (!method.ok()) {
-    fail("cannot load method '" + opts.method_name + "' (" + error_text(method.error()) +
-         "): an operator or backend the model needs is missing from this runner; see the log above");
+    // NotFound is also what a damaged .pte gives when its data segments cannot be located.
+    Error err = method.error();
+    std::string why = "the program's data is damaged or not usable by this runtime; re-export it with "
+                      "scripts/export_model.py";
+    if (err == Error::OperatorMissing) {
+      why = "an operator or backend the model needs is missing from this runner";
+    } else if (err == Error::NotFound) {
+      why = "an operator or backend the model needs is missing from this runner, or the .pte is damaged "
+            "(re-export it with scripts/export_model.py)";
+    }
+    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) + "): " + why +
+         "; see the log above");
   }
   double method_ms = ms_between(method_start, Clock::now());
 

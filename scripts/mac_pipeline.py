@@ -1203,7 +1203,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except OSError as error:
         reason, fix = problem_of(error, run.run_dir)
         close_run(run, f"failed: {reason}", console)
-        then = f", then continue with: {next_step_hint(run)}" if run.manifest is not None else ""
+        written = run.run_dir is not None and (run.run_dir / MANIFEST).is_file()
+        then = f", then continue with: {next_step_hint(run)}" if written else ", then run the same command again"
         console.print(f"[bold red]error:[/bold red] {reason}; {fix}{then}", soft_wrap=True)
         return EXIT_FAILED
 
