@@ -29,6 +29,13 @@
 #include <executorch/runtime/executor/program.h>
 #include <executorch/runtime/platform/runtime.h>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
 // The wheel ships the thread pool library but not its header; these two
 // declarations match the exported symbols of libexecutorch_threadpool.
 namespace executorch::extension::threadpool {
@@ -68,6 +75,7 @@ struct Options {
   std::string method_name = "forward";
   std::string etdump_path;
   std::string timing_json;
+  std::string proc_maps_path;
   std::vector<std::string> input_files;
   int num_executions = 1;
   int warmup = 0;
@@ -86,6 +94,8 @@ const char kUsage[] =
     "  --etdump_path PATH     attach an ETDump tracer and write the trace here\n"
     "  --inputs A.bin,B.bin   raw input tensors, one file per input (default: a fixed\n"
     "                         pattern shaped by the method's metadata)\n"
+    "  --proc_maps_path PATH  at exit, copy /proc/self/maps here (Linux, Android): where\n"
+    "                         each library was loaded, to map code addresses to symbols\n"
     "  --help                 show this help\n";
 
 [[noreturn]] void fail(const std::string& message) {
@@ -148,6 +158,8 @@ Options parse_args(int argc, char** argv) {
       opts.etdump_path = value;
     } else if (arg == "--timing_json") {
       opts.timing_json = value;
+    } else if (arg == "--proc_maps_path") {
+      opts.proc_maps_path = value;
     } else if (arg == "--inputs") {
       opts.input_files = split_commas(value);
     } else if (arg == "--num_executions") {
@@ -299,6 +311,49 @@ double median_of(std::vector<double> values) {
   return values.size() % 2 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
+// The SME features this process sees, read through the calls cpuinfo makes (so after any
+// feature mask preloaded from the runner's folder): what XNNPACK chose its kernels from.
+struct CpuFeatures {
+  bool sme = false;
+  bool sme2 = false;
+  int sme_vector_length_bytes = 0; // 0: none reported
+  const char* read_with = "none (not arm64)";
+};
+
+CpuFeatures read_cpu_features() {
+  CpuFeatures seen;
+#if defined(__aarch64__) && defined(__linux__)
+  constexpr unsigned long kHwcap2Sme = 1UL << 23;
+  constexpr unsigned long kHwcap2Sme2 = 1UL << 37;
+  constexpr int kPrSmeGetVl = 64;
+  constexpr int kPrSmeVlLenMask = 0xffff;
+  unsigned long hwcap2 = getauxval(AT_HWCAP2);
+  seen.sme = (hwcap2 & kHwcap2Sme) != 0;
+  seen.sme2 = (hwcap2 & kHwcap2Sme2) != 0;
+  int vl = prctl(kPrSmeGetVl, 0, 0, 0, 0);
+  seen.sme_vector_length_bytes = vl > 0 ? (vl & kPrSmeVlLenMask) : 0;
+  seen.read_with = "getauxval+prctl";
+#elif defined(__aarch64__) && defined(__APPLE__)
+  auto read = [](const char* name) {
+    int64_t value = 0; // room for either width; a 4-byte answer fills the low half
+    size_t size = sizeof(value);
+    return sysctlbyname(name, &value, &size, nullptr, 0) == 0 ? static_cast<int>(value) : 0;
+  };
+  seen.sme = read("hw.optional.arm.FEAT_SME") != 0;
+  seen.sme2 = read("hw.optional.arm.FEAT_SME2") != 0;
+  seen.sme_vector_length_bytes = read("hw.optional.arm.sme_max_svl_b");
+  seen.read_with = "sysctlbyname";
+#endif
+  return seen;
+}
+
+std::string cpu_features_json(const CpuFeatures& seen) {
+  std::string vl = seen.sme_vector_length_bytes > 0 ? std::to_string(seen.sme_vector_length_bytes) : "null";
+  return std::string("{\"sme\": ") + (seen.sme ? "true" : "false") + ", \"sme2\": " +
+      (seen.sme2 ? "true" : "false") + ", \"sme_vector_length_bytes\": " + vl + ", \"read_with\": \"" +
+      seen.read_with + "\"}";
+}
+
 std::string json_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -309,7 +364,7 @@ std::string json_escape(const std::string& text) {
 }
 
 void write_timing_json(const Options& opts, uint32_t threads, double program_ms, double method_ms,
-                       const std::vector<double>& latencies) {
+                       const std::vector<double>& latencies, const CpuFeatures& seen) {
   std::ofstream out(opts.timing_json);
   if (!out) {
     fail("cannot write " + opts.timing_json);
@@ -321,7 +376,8 @@ void write_timing_json(const Options& opts, uint32_t threads, double program_ms,
       << "  \"num_executions\": " << latencies.size() << ",\n"
       << "  \"warmup\": " << opts.warmup << ",\n"
       << "  \"cpu_threads\": " << threads << ",\n"
-      << "  \"etdump\": " << (opts.etdump_path.empty() ? "false" : "true") << ",\n";
+      << "  \"etdump\": " << (opts.etdump_path.empty() ? "false" : "true") << ",\n"
+      << "  \"cpu_features_seen\": " << cpu_features_json(seen) << ",\n";
   std::snprintf(buffer, sizeof(buffer), "%.6f", program_ms);
   out << "  \"load_ms\": {\"program\": " << buffer;
   std::snprintf(buffer, sizeof(buffer), "%.6f", method_ms);
@@ -347,6 +403,20 @@ void write_etdump(ETDumpGen& tracer, const std::string& path) {
   out.write(static_cast<const char*>(result.buf), static_cast<std::streamsize>(result.size));
   std::free(result.buf);
   if (!out) {
+    fail("cannot write " + path);
+  }
+}
+
+// Libraries load at a different address in every process (and under qemu-user the
+// guest sees its own map), so code addresses mean nothing without this process's map.
+void copy_proc_maps(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) {
+    fail("--proc_maps_path: /proc/self/maps is not readable (Linux and Android only)");
+  }
+  std::ofstream out(path);
+  out << maps.rdbuf();
+  if (!out.flush()) {
     fail("cannot write " + path);
   }
 }
@@ -432,7 +502,10 @@ int main(int argc, char** argv) {
     write_etdump(*tracer, opts.etdump_path);
   }
   if (!opts.timing_json.empty()) {
-    write_timing_json(opts, threads, program_ms, method_ms, latencies);
+    write_timing_json(opts, threads, program_ms, method_ms, latencies, read_cpu_features());
+  }
+  if (!opts.proc_maps_path.empty()) {
+    copy_proc_maps(opts.proc_maps_path);
   }
   std::printf("%s: %d runs, %u threads%s: median %.4f ms, min %.4f ms, max %.4f ms\n",
               opts.model_path.c_str(), opts.num_executions, threads, tracer ? " (traced)" : "",

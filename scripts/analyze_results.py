@@ -55,6 +55,7 @@ import math
 import os
 import re
 import struct
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -1157,6 +1158,54 @@ def sme_section(experiments: list[Experiment], cpu: dict[str, Any]) -> list[str]
                       "share of each category on the SME path", "op types on the SME path"], rows), ""]
 
 
+def run_isa_evidence(run_dir: Path) -> list[str]:
+    """Emulated runs: scripts/isa_evidence.py (the owner of instruction classes) writes isa_evidence.json.
+    Returns warnings: why the instruction-level evidence is missing, if it is."""
+    if not any(run_dir.glob("*/qemu_in_asm.log")):
+        return []
+    script = Path(__file__).resolve().parent / "isa_evidence.py"
+    if not script.is_file():
+        return [f"{script} not found: no instruction-level evidence for the emulated runs; get scripts/isa_evidence.py"]
+    result = subprocess.run([sys.executable, str(script), "--run-dir", str(run_dir), "--quiet"],
+                            capture_output=True, text=True)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return [f"isa_evidence.py: {line}" for line in errors] if result.returncode else []
+
+
+def isa_evidence_section(run_dir: Path) -> list[str]:
+    """Per experiment: SME2 instructions reached yes/no and the kernels; per compare pair the kernel diff."""
+    try:
+        evidence = json.loads((run_dir / "isa_evidence.json").read_text())
+        experiments, pairs = dict(evidence["experiments"]), list(evidence.get("compare", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    rows = []
+    for name, entry in experiments.items():
+        if not isinstance(entry, dict) or entry.get("status") != "ok":
+            rows.append([name, str((entry or {}).get("status")), "", "", "", ""])
+            continue
+        counts = entry["instructions"]
+        named = [f"`{k['symbol']}` ({k['isa_class']})" for k in entry["kernels"] if not k["symbol"].startswith("(")]
+        unnamed = sorted({k["isa_class"] for k in entry["kernels"] if k["symbol"].startswith("(")})
+        if unnamed:
+            named.append(f"XNNPACK code without exported names ({', '.join(unnamed)})")
+        rows.append([name, f"{'yes' if entry['sme2_reached'] else 'no'} ({counts['SME2']})",
+                     f"{'yes' if entry['sme_reached'] else 'no'} ({counts['SME']})", str(counts["SVE"]),
+                     str(counts["NEON"]), "<br>".join(named) or "none"])
+    lines = ["## SME path (from the instructions reached, emulated)", "",
+             f"**{evidence.get('note', 'emulated: timings not meaningful')}.** QEMU logged the code each trace run "
+             "translated; scripts/isa_evidence.py decoded every instruction and counted the distinct instructions "
+             "reached per ISA class (files: `isa_evidence.csv`, `isa_kernels.csv` in each experiment folder).", "",
+             md_table(["experiment", "SME2 instructions reached", "SME instructions reached", "SVE", "NEON",
+                       "kernels reached (ISA class)"], rows), ""]
+    for pair in pairs:
+        only_base = ", ".join(f"`{k}`" for k in pair["only_in_baseline"]) or "none"
+        only_cand = ", ".join(f"`{k}`" for k in pair["only_in_candidate"]) or "none"
+        lines += [f"Kernels {pair['baseline']} -> {pair['candidate']}: only in {pair['candidate']}: {only_cand}; "
+                  f"only in {pair['baseline']}: {only_base}.", ""]
+    return lines
+
+
 def kernels_section(experiments: list[Experiment]) -> list[str]:
     with_kernels = [e for e in experiments if e.kernels is not None]
     if not with_kernels:
@@ -1265,6 +1314,7 @@ def write_report(path: Path, manifest: dict[str, Any], experiments: list[Experim
     lines += speedup_section(comparisons, is_emulated(manifest))
     ok = [e for e in experiments if e.status == "ok"]
     lines += category_section(ok) + top_ops_section(ok, top_n) + sme_section(ok, cpu)
+    lines += isa_evidence_section(path.parent)
     lines += kernels_section(ok) + kernel_diff_section(comparisons) + portable_section(ok, top_n) + method_section()
     path.write_text("\n".join(lines) + "\n")
 
@@ -1537,6 +1587,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for c in comparisons:
         all_warnings += [f"{c.pair}: {w}" for w in c.warnings]
 
+    if not args.etdump:
+        all_warnings += run_isa_evidence(out_dir)
     written = []
     for exp in experiments:
         written += write_experiment_outputs(exp)

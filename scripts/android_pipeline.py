@@ -227,6 +227,7 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
     """Push every runner (with the .so files beside it) and model of the selected experiments, once."""
     files: dict[str, str] = {}
     runner_dirs: dict[str, str] = {}
+    libraries: dict[str, str] = {}
     selected = [e for e in plan["experiments"] if e["selected"]]
     adb_run(adb, serial, "shell", f"mkdir -p {shlex.quote(device_dir)}/out")
     for experiment in selected:
@@ -237,6 +238,7 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
             adb_run(adb, serial, "shell", f"chmod 755 {shlex.quote(remote_dir + '/' + runner.name)}")
             for library in shared_libraries(runner.parent):
                 adb_run(adb, serial, "push", str(library), f"{remote_dir}/{library.name}")
+                libraries[str(library)] = f"{remote_dir}/{library.name}"  # e.g. the feature mask to preload
             if not (runner.parent / LIBCXX).is_file() and (experiment.get("runner_json") or {}).get("platform") == "android":
                 console.print(f"[yellow]warning:[/yellow] no {LIBCXX} beside {runner}: the runner may not start; "
                               "rebuild it with build_runners.py --flavor source --platform android")
@@ -248,7 +250,8 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
             adb_run(adb, serial, "push", str(model), files[str(model)])
     console.print(f"pushed {len(runner_dirs)} runner(s) and {len(files) - len(runner_dirs)} model(s) to "
                   f"{serial}:{device_dir}")
-    return {"adb": adb, "serial": serial, "device_dir": device_dir, "files": files, "runner_dirs": runner_dirs}
+    return {"adb": adb, "serial": serial, "device_dir": device_dir, "files": {**libraries, **files},
+            "runner_dirs": runner_dirs}
 
 
 def shared_libraries(runner_dir: Path) -> list[Path]:
@@ -278,7 +281,9 @@ def launch(session_path: Path, spec_path: Path) -> int:
     prepare = [f"mkdir -p {shlex.join(out_dirs)}", f"rm -f {shlex.join(list(outputs.values()))}"] if outputs else []
     if spec["mode"] == "kernels":
         adb_run(adb, serial, "logcat", "-c")
-    env = {"LD_LIBRARY_PATH": session["runner_dirs"][spec["runner"]], **spec.get("env", {})}
+    # Host paths in the environment (the feature-mask library to preload) become their device copies.
+    env = {"LD_LIBRARY_PATH": session["runner_dirs"][spec["runner"]],
+           **{key: session["files"].get(value, value) for key, value in spec.get("env", {}).items()}}
     pin = ["taskset", affinity_mask(spec["cpu_affinity"])] if spec.get("cpu_affinity") else []
     run = " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + pin + [shlex.join([runner] + args)])
     command = " && ".join(prepare + [run])

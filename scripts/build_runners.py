@@ -50,6 +50,9 @@ RUNNER_BINARY = "profiling_runner"
 MIN_NDK_CLANG_MAJOR = 18  # older NDK clang silently drops SME2 code paths
 ANDROID_PLATFORM = "android-28"
 CROSS_TRIPLE = "aarch64-linux-gnu"  # Debian/Ubuntu package g++-aarch64-linux-gnu
+# The feature mask built beside every runner (runner/hide_cpu_features_*.c): preloaded with
+# the control variable set, it hides SME/SME2 from the runner, so one binary runs ON and OFF.
+MASK_CONTROL_VARIABLE = "SME_KIT_HIDE_CPU_FEATURES"
 
 # Flags every source build carries; ON and OFF variants add only the SME switches.
 SOURCE_COMMON_FLAGS = {
@@ -135,13 +138,13 @@ def unpacked_package_facts(package_dir: Path) -> dict:
 
 def arm64_package(package_arg: str | None, installed: dict) -> dict:
     """The arm64 executorch package to cross-compile against: --executorch-package, or the one
-    test-cases/emulator/setup_emulator.sh unpacks. It must be the venv's executorch version."""
+    scripts/setup_emulator.sh unpacks. It must be the venv's executorch version."""
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     default = repo_root() / "build" / "emulator" / f"executorch-{installed['version']}-{tag}-aarch64"
     folder = Path(package_arg).resolve() if package_arg else default
     package_dir = next((d for d in (folder, folder / "executorch") if (d / "share/cmake/executorch-config.cmake").exists()), None)
     if package_dir is None:
-        raise BuildError(f"no arm64 executorch package at {folder}; run test-cases/emulator/setup_emulator.sh, or "
+        raise BuildError(f"no arm64 executorch package at {folder}; run scripts/setup_emulator.sh, or "
                          f"pip download --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 "
                          f"executorch=={installed['version']}, unzip it and pass --executorch-package DIR")
     facts = unpacked_package_facts(package_dir)
@@ -157,7 +160,7 @@ def write_cross_toolchain(build_dir: Path) -> Path:
     compiler = shutil.which(f"{CROSS_TRIPLE}-g++")
     if not compiler:
         raise BuildError(f"{CROSS_TRIPLE}-g++ not found; install g++-{CROSS_TRIPLE} (Debian/Ubuntu) or run "
-                         "test-cases/emulator/setup_emulator.sh")
+                         "scripts/setup_emulator.sh")
     bin_dir = Path(compiler).parent
     sysroot = bin_dir.parent / CROSS_TRIPLE
     # PACKAGE BOTH: the executorch package is an unpacked wheel outside the sysroot.
@@ -273,6 +276,19 @@ def run_logged(command: list[str], log: Path, console: Console, what: str) -> No
                          "agentic-kits/troubleshooting-agent.md")
 
 
+def copy_feature_mask(build_dir: Path, runner_dir: Path, target: str, console: Console) -> dict | None:
+    """Put the feature-mask library beside the runner; returns runner.json's "feature_mask"."""
+    mac = target == "mac"
+    name = "libhide_cpu_features.dylib" if mac else "libhide_cpu_features.so"
+    if not (build_dir / name).is_file():
+        console.print(f"[yellow]warning:[/yellow] no {name} in {build_dir}: experiments of this runner cannot "
+                      "hide CPU features (rebuild it with this build_runners.py)")
+        return None
+    shutil.copy2(build_dir / name, runner_dir / name)
+    return {"library": name, "preload_variable": "DYLD_INSERT_LIBRARIES" if mac else "LD_PRELOAD",
+            "control_variable": MASK_CONTROL_VARIABLE}
+
+
 def write_runner_json(runner_dir: Path, facts: dict) -> dict:
     record = {"schema_version": SCHEMA_VERSION, **facts}
     (runner_dir / "runner.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -312,13 +328,14 @@ def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
     shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
     if args.platform == "linux-aarch64":
         bundle_runtime_libraries(runner_dir / RUNNER_BINARY, et["package_dir"] / "lib", runner_dir)
+    feature_mask = copy_feature_mask(build_dir, runner_dir, args.platform, console)
     xnnpack_lib = next(et["package_dir"].glob("lib/libexecutorch_backend_xnnpack.*"))
     facts = {
         "name": name, "flavor": "prebuilt", "platform": args.platform,
         "target_arch": PLATFORMS[args.platform]["arch"], "binary": RUNNER_BINARY,
         "executorch_version": et["version"], "executorch_commit": et["commit"],
         "compiler": compiler_facts(build_dir), "cmake_flags": flags,
-        **scan_sme_kernels(xnnpack_lib), "kernel_log": False,
+        **scan_sme_kernels(xnnpack_lib), "kernel_log": False, "feature_mask": feature_mask,
         "build_seconds": seconds, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
     }
@@ -473,6 +490,7 @@ def build_source(args: argparse.Namespace, console: Console) -> list[dict]:
         if args.platform == "android":
             libcxx = next(find_ndk(args.ndk).glob("toolchains/llvm/prebuilt/*/sysroot/usr/lib/aarch64-linux-android/libc++_shared.so"))
             shutil.copy2(libcxx, runner_dir / "libc++_shared.so")
+        feature_mask = copy_feature_mask(build_dir, runner_dir, args.platform, console)
         flags = plan["cmake_flags"]
         facts = {
             "name": plan["name"], "flavor": "source", "platform": plan["platform"], "target_arch": plan["target_arch"],
@@ -482,6 +500,7 @@ def build_source(args: argparse.Namespace, console: Console) -> list[dict]:
             # What the binary carries (statically linked XNNPACK), not what the flags asked for.
             **scan_sme_kernels(runner_dir / RUNNER_BINARY),
             "kernel_log": "EXECUTORCH_XNNPACK_LOG_LEVEL" in flags,
+            "feature_mask": feature_mask,
             "build_seconds": round(time.monotonic() - started, 2),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -531,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--executorch-package",
                         help="unpacked arm64 executorch wheel for --flavor prebuilt --platform linux-aarch64 "
                              "(default: build/emulator/executorch-<version>-cp<python>-aarch64, made by "
-                             "test-cases/emulator/setup_emulator.sh)")
+                             "scripts/setup_emulator.sh)")
     parser.add_argument("--ndk", help="Android NDK r27+ (default: $ANDROID_NDK, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     parser.add_argument("--runners-dir", default="runners", help="where runner folders go (default: runners)")
     parser.add_argument("--build-dir", default="build", help="CMake build trees (default: build)")

@@ -60,10 +60,17 @@ RUNNER_BINARY = "profiling_runner"
 MODES = ("timing", "trace", "kernels")
 DEFAULTS = {"mode": ["timing", "trace"], "runs": 10, "warmup": 2, "rounds": 3, "threads": [1], "timeout_s": 600.0}
 # Settings that make two runs of one experiment comparable; --resume refuses to mix others.
-RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity")
+RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity",
+               "hide_cpu_features")
 SME2_MISSING_NOTE = "SME2 not available on this CPU"
 SME2_UNKNOWN_NOTE = "SME2 support of this CPU unknown (scripts/validate_setup.py did not report it)"
 ARM_ARCHES = {"arm64", "aarch64"}
+# Platform "emulated": the arm64 runner under qemu-aarch64 (scripts/setup_emulator.sh puts it here).
+DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
+DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
+QEMU_LOG = "qemu_in_asm.log"
+PROC_MAPS = "proc_maps.txt"
+EMULATED_NOTE = "emulated: timings not meaningful"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -94,6 +101,10 @@ class Cell:
     env: dict[str, str]
     extra_args: list[str]
     cpu_affinity: list[int]
+    emulator: list[str] = field(default_factory=list)  # qemu-aarch64 command prefix on platform emulated
+    hide_cpu_features: list[str] = field(default_factory=list)
+    mask_env: dict[str, str] = field(default_factory=dict)
+    cpu_features_seen: Optional[dict] = None
     selected: bool = True
     runner_json: Optional[dict] = None
     status: str = "pending"
@@ -104,7 +115,8 @@ class Cell:
     def settings(self) -> dict:
         return {"runner_path": str(self.runner_binary), "model": str(self.model), "modes": self.modes,
                 "runs": self.runs, "warmup": self.warmup, "rounds": self.rounds, "env": self.env,
-                "extra_args": self.extra_args, "cpu_affinity": self.cpu_affinity}
+                "extra_args": self.extra_args, "cpu_affinity": self.cpu_affinity,
+                "hide_cpu_features": self.hide_cpu_features}
 
 
 @dataclass
@@ -153,6 +165,17 @@ def resolve_runner(reference: str, config_dir: Path, runners_dir: Path) -> tuple
     return candidate, candidate / RUNNER_BINARY
 
 
+def emulator_command(config: dict, config_dir: Path) -> list[str]:
+    """The qemu-aarch64 prefix that runs the arm64 runner on platform emulated, else []. One emulated
+    CPU per run: the device facts, and so the SME2 labels, are the run's."""
+    if config.get("platform") != "emulated":
+        return []
+    emulator = config.get("emulator", {})
+    qemu = emulator.get("qemu", str(DEFAULT_QEMU))
+    qemu = str((config_dir / qemu).resolve()) if "/" in qemu else qemu
+    return [qemu, "-L", emulator.get("sysroot", DEFAULT_SYSROOT), "-cpu", emulator.get("cpu", "max")]
+
+
 def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
     cells = []
     seen = set()
@@ -174,7 +197,9 @@ def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
                 rounds=experiment.get("rounds", DEFAULTS["rounds"]),
                 timeout_s=float(experiment.get("timeout_s", DEFAULTS["timeout_s"])),
                 env=dict(experiment.get("env", {})), extra_args=list(experiment.get("extra_args", [])),
-                cpu_affinity=list(experiment.get("cpu_affinity", []))))
+                cpu_affinity=list(experiment.get("cpu_affinity", [])),
+                emulator=emulator_command(config, config_dir),
+                hide_cpu_features=sorted(experiment.get("hide_cpu_features", []))))
     dirs = [cell.dir for cell in cells]
     clash = next((d for d in dirs if dirs.count(d) > 1), None)
     if clash:
@@ -353,12 +378,14 @@ def host_facts(console: Console) -> tuple[dict, dict]:
     return {**basic, **(report.get("host") or {})}, {**versions, **(report.get("versions") or {})}
 
 
-def sme2_label(runner_json: Optional[dict], cpu_sme2: Optional[bool]) -> tuple[Optional[str], bool, str]:
-    """(label, effective, note): what the runner claims, and whether this CPU can make it true."""
+def sme2_label(runner_json: Optional[dict], cpu_sme2: Optional[bool],
+               hidden: Optional[list[str]] = None) -> tuple[Optional[str], bool, str]:
+    """(label, effective, note): what the runner claims, and whether this CPU can make it true.
+    A runner whose SME2 the feature mask hides is OFF (the pipeline checks that the mask took)."""
     claimed = (runner_json or {}).get("sme2_kernels")
     if not isinstance(claimed, bool):
         return None, False, ""
-    if not claimed:
+    if not claimed or "sme2" in (hidden or []):
         return "off", False, ""
     if cpu_sme2 is True:
         return "on", True, ""
@@ -379,6 +406,57 @@ def compare_entry(pair: dict, cells_by_dir: dict[str, Cell]) -> dict:
     return entry
 
 
+# --- feature mask ------------------------------------------------------------------------
+
+
+def feature_mask_env(runner_dir: Path, runner_json: Optional[dict], hide: list[str]) -> dict[str, str]:
+    """The environment that makes the runner in runner_dir see a CPU without the `hide` features:
+    its feature-mask library (runner.json "feature_mask") preloaded, and the control variable.
+    Empty when nothing is hidden. Raises ConfigError when the runner has no mask library."""
+    if not hide:
+        return {}
+    mask = (runner_json or {}).get("feature_mask")
+    if not isinstance(mask, dict) or not all(isinstance(mask.get(k), str) for k in
+                                             ("library", "preload_variable", "control_variable")):
+        raise ConfigError(f"runner {runner_dir.name} has no feature-mask library (no feature_mask in its "
+                          "runner.json), so it cannot hide SME/SME2; rebuild it with python scripts/build_runners.py")
+    library = runner_dir / mask["library"]
+    if not library.is_file():
+        raise ConfigError(f"feature-mask library {library} is missing; rebuild the runner with "
+                          "python scripts/build_runners.py")
+    return {mask["preload_variable"]: str(library), mask["control_variable"]: ":".join(sorted(hide))}
+
+
+MASK_NOT_APPLIED_CAUSE = {
+    "DYLD_INSERT_LIBRARIES": "macOS drops DYLD_* for SIP-protected and hardened binaries and for anything started "
+                             "through /bin/sh or /usr/bin/env; run the runner that build_runners.py built, directly",
+    "LD_PRELOAD": "the preload did not reach the runner (a wrapper cleared LD_PRELOAD, or the runner is statically "
+                  "linked); run the dynamically linked runner that build_runners.py built, with nothing in between",
+}
+
+
+def check_features_seen(cell: Cell, runner_timing: dict, cpu_sme2: Optional[bool]) -> None:
+    """Labels never lie: the CPU features the runner saw must be what the experiment asked for."""
+    seen = runner_timing.get("cpu_features_seen")
+    if isinstance(seen, dict):
+        cell.cpu_features_seen = seen
+    if not cell.hide_cpu_features:
+        if isinstance(seen, dict) and cpu_sme2 is True and seen.get("sme2") is False and \
+                str(seen.get("read_with", "")).startswith(("getauxval", "sysctl")):
+            raise StepError("the runner did not see SME2 although this CPU has it: something in the environment "
+                            "hides it (an LD_PRELOAD / DYLD_INSERT_LIBRARIES or SME_KIT_HIDE_CPU_FEATURES you set); "
+                            "unset it, or say \"hide_cpu_features\" in the config")
+        return
+    if not isinstance(seen, dict):
+        raise StepError("the runner does not report cpu_features_seen, so its feature mask cannot be checked; "
+                        "rebuild it with python scripts/build_runners.py")
+    leaked = [name for name in cell.hide_cpu_features if seen.get(name) is True]
+    if leaked:
+        preload = next((k for k in cell.mask_env if k in MASK_NOT_APPLIED_CAUSE), "LD_PRELOAD")
+        raise StepError(f"feature mask did not take effect: the runner still saw {' and '.join(leaked).upper()} "
+                        f"with hide_cpu_features {cell.hide_cpu_features}; {MASK_NOT_APPLIED_CAUSE[preload]}")
+
+
 # --- preflight ---------------------------------------------------------------------------
 
 
@@ -396,6 +474,24 @@ def host_platform() -> str:
     return "mac" if sys.platform == "darwin" else "linux"
 
 
+def emulated_device_facts(config: dict, config_dir: Path) -> Optional[dict]:
+    """The emulated CPU of platform emulated, as device facts (QEMU >= 11's -cpu max has SME and SME2)."""
+    if config.get("platform") != "emulated":
+        return None
+    qemu, _, sysroot, _, cpu = emulator_command(config, config_dir)
+    try:
+        version = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except OSError:
+        version = ""
+    major = re.search(r"version (\d+)\.", version)
+    sme = bool(major) and "sme=off" not in cpu
+    return {"pipeline": "mac_pipeline.py", "device": {
+        "model": f"QEMU user mode -cpu {cpu}", "emulator": version or f"{qemu} (not found)", "cpu_model": cpu,
+        "sysroot": sysroot, "abi": "arm64", "emulated": True, "note": EMULATED_NOTE,
+        "sme": sme, "sme2": sme and int(major.group(1)) >= 11,
+        "sme_source": "QEMU -cpu max emulates SME, and SME2 from QEMU 11 on"}}
+
+
 def preflight(cell: Cell, local: bool) -> Optional[str]:
     """The one-line reason this cell cannot run, or None. Runs before anything is timed."""
     if not cell.model.is_file():
@@ -405,7 +501,13 @@ def preflight(cell: Cell, local: bool) -> Optional[str]:
                 "in the config)")
     if cell.runner_json is None:
         cell.warnings.append(f"no runner.json beside {cell.runner_binary}: the SME2 label is unknown")
-    if local and cell.runner_json:
+    if cell.emulator:
+        if not (Path(cell.emulator[0]).is_file() or shutil.which(cell.emulator[0])):
+            return f"emulator not found: {cell.emulator[0]} (run scripts/setup_emulator.sh, or fix 'emulator' in the config)"
+        if cell.runner_json and str(cell.runner_json.get("target_arch", "")).lower() not in ARM_ARCHES:
+            return (f"runner {cell.runner_ref} is not an arm64 build; the emulated platform runs "
+                    "prebuilt-linux-aarch64 (python scripts/build_runners.py --platform linux-aarch64)")
+    elif local and cell.runner_json:
         built_for = cell.runner_json.get("platform")
         arch = str(cell.runner_json.get("target_arch", "")).lower()
         here = platform.machine().lower().replace("amd64", "x86_64")
@@ -415,6 +517,10 @@ def preflight(cell: Cell, local: bool) -> Optional[str]:
             return f"runner {cell.runner_ref} was built for {built_for}, this host is {host_platform()}; rebuild it here"
         if arch and arch != here and not (arch in ARM_ARCHES and here in ARM_ARCHES):
             return f"runner {cell.runner_ref} targets {arch}, this host is {here}; build a runner for this host"
+    try:
+        cell.mask_env = feature_mask_env(cell.runner_dir, cell.runner_json, cell.hide_cpu_features)
+    except ConfigError as error:
+        return str(error)
     if "kernels" in cell.modes and not (cell.runner_json or {}).get("kernel_log"):
         cell.modes.remove("kernels")
         cell.warnings.append("kernels mode skipped: the runner was not built with the kernel log "
@@ -440,7 +546,17 @@ def runner_args(step: Step, cell_dir: Path) -> tuple[list[str], list[Path]]:
     elif step.mode == "trace":
         outputs = [cell_dir / "trace.etdump", cell_dir / "trace_timing.json"]
         args += ["--etdump_path", str(outputs[0]), "--timing_json", str(outputs[1])]
+        if cell.emulator:  # the map and QEMU's translated-code log give the instructions reached
+            args += ["--proc_maps_path", str(cell_dir / PROC_MAPS)]
+            outputs[1:1] = [cell_dir / PROC_MAPS, cell_dir / QEMU_LOG]  # the runner's timing JSON stays last
     return args + cell.extra_args, outputs
+
+
+def emulated(step: Step, cell_dir: Path) -> list[str]:
+    """qemu-aarch64 and its options for this step on platform emulated (the trace run logs translated code)."""
+    if not step.cell.emulator:
+        return []
+    return step.cell.emulator + (["-d", "in_asm", "-D", str(cell_dir / QEMU_LOG)] if step.mode == "trace" else [])
 
 
 def local_command(args: list[str], cell: Cell) -> list[str]:
@@ -477,12 +593,12 @@ def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[f
         stale.unlink(missing_ok=True)  # a leftover file must never pass for this run's output
     if launcher:
         spec = {"runner": str(cell.runner_binary), "args": args[1:], "outputs": [str(p) for p in outputs],
-                "env": cell.env, "cpu_affinity": cell.cpu_affinity, "mode": step.mode, "model": str(cell.model)}
+                "env": {**cell.mask_env, **cell.env}, "cpu_affinity": cell.cpu_affinity, "mode": step.mode, "model": str(cell.model)}
         spec_path = cell_dir / ".launch.json"
         spec_path.write_text(json.dumps(spec))
         command, env = launcher + [str(spec_path)], dict(os.environ)
     else:
-        command, env = local_command(args, cell), {**os.environ, **cell.env}
+        command, env = local_command(emulated(step, cell_dir) + args, cell), {**os.environ, **cell.mask_env, **cell.env}
     log_name = "kernels.log" if step.mode == "kernels" else "runner.log"
     started = time.monotonic()
     try:
@@ -518,6 +634,15 @@ def finite_latencies(values: Any) -> list[float]:
     return latencies
 
 
+def read_runner_timing(path: Path) -> dict:
+    """The runner's own timing JSON (timing round or trace run); {} if unreadable (add_round says why)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) -> None:
     """Fold one timing round into <cell>/timing.json (format: scripts/README.md)."""
     try:
@@ -531,6 +656,7 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
         "schema_version": SCHEMA_VERSION, "experiment": cell.name, "threads": cell.threads,
         "runs_per_round": cell.runs, "warmup": cell.warmup, "rounds": []}
     timing["cpu_threads_reported"] = runner_timing.get("cpu_threads")
+    timing["cpu_features_seen"] = runner_timing.get("cpu_features_seen")
     timing["rounds"].append({"round": round_index, "latencies_ms": latencies, "load_ms": runner_timing.get("load_ms")})
     timing["latencies_ms"] = [v for r in timing["rounds"] for v in r["latencies_ms"]]
     timing["round_medians_ms"] = [statistics.median(r["latencies_ms"]) for r in timing["rounds"]]
@@ -538,7 +664,7 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
 
 
 def cell_files(cell_dir: Path) -> list[str]:
-    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log")
+    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log", PROC_MAPS, QEMU_LOG)
     return [name for name in wanted if (cell_dir / name).is_file()]
 
 
@@ -548,6 +674,8 @@ def experiment_entry(cell: Cell, run_dir: Path, runner_key: str) -> dict:
             "runner_path": str(cell.runner_binary), "model": str(cell.model), "modes": cell.modes,
             "runs": cell.runs, "warmup": cell.warmup, "rounds": cell.rounds, "cpu_affinity": cell.cpu_affinity,
             "env": cell.env, "extra_args": cell.extra_args,
+            "hide_cpu_features": cell.hide_cpu_features, "feature_mask_env": cell.mask_env,
+            "cpu_features_seen": cell.cpu_features_seen,
             "sme2_label": label, "sme2_effective": effective, "note": note,
             "status": cell.status, "error": cell.error, "warnings": cell.warnings,
             "files": cell_files(run_dir / cell.dir)}
@@ -571,6 +699,7 @@ def write_manifest(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
 def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path, launcher: Optional[list[str]],
             session: int, console: Console) -> None:
     """Run the schedule with progress bars; a failing step fails its experiment only."""
+    cpu = manifest.get("device") or manifest["host"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         whole = progress.add_task("[bold]plan", total=len(steps))
@@ -589,6 +718,8 @@ def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path,
                      "started": now_iso("milliseconds")}
             try:
                 seconds, outputs = invoke(step, cell_dir, launcher)
+                if step.mode in ("timing", "trace"):
+                    check_features_seen(cell, read_runner_timing(outputs[-1]), cpu.get("sme2"))
                 if step.mode == "timing":
                     add_round(cell, cell_dir, step.round, outputs[0])
                 entry.update(seconds=round(seconds, 4), status="ok")
@@ -631,10 +762,11 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
 
 def summarize(run_dir: Path, console: Console) -> None:
     """A table of what ran, then one line per error, SME2 note or warning (tables fold long text)."""
-    table = Table(title=f"Run {run_dir}")
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    emulated_note = f" ({EMULATED_NOTE})" if (manifest.get("device") or {}).get("emulated") else ""
+    table = Table(title=f"Run {run_dir}{emulated_note}")
     for column in ("experiment", "status", "runs", "E2E median ms", "round medians ms", "SME2 label"):
         table.add_column(column, overflow="fold")
-    manifest = json.loads((run_dir / MANIFEST).read_text())
     remarks = []
     for entry in manifest["experiments"]:
         timing_path = run_dir / entry["dir"] / "timing.json"
@@ -781,7 +913,7 @@ def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool,
             entry = previous[cell.dir]
             cell.label = (entry.get("sme2_label"), entry.get("sme2_effective", False), entry.get("note", ""))
             continue
-        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"))
+        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"), cell.hide_cpu_features)
         if not cell.selected:
             if cell.dir in previous:
                 cell.status = "kept"  # --resume --only: what ran before stays as it was
@@ -829,7 +961,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             console.print(f"analysing {run_dir}")
             return EXIT_OK if run_analysis(run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
         run_dir = choose_run_dir(args, output_root, console)
-        device_facts = json.loads(args.device_facts.read_text()) if args.device_facts else None
+        device_facts = (json.loads(args.device_facts.read_text()) if args.device_facts
+                        else emulated_device_facts(config, config_path.parent))
         manifest = start_manifest(run_dir, config_path, config, args.resume, device_facts, console)
         if args.resume:
             apply_resume(manifest, cells, run_dir)
