@@ -75,8 +75,8 @@ SME_SWITCHES = {
 # Level 4 (info) makes XNNPACK print "Note (XNNPACK): Using <kind> microkernel '<name>'."
 KERNEL_LOG_FLAGS = {"EXECUTORCH_XNNPACK_LOG_LEVEL": "4"}
 SOURCE_VARIANTS = ("sme2_on", "sme2_off", "sme2_on_kernels", "sme2_off_kernels")
-# The source build needs only the runner and what it links, not every ExecuTorch target.
-SOURCE_BUILD_TARGET = RUNNER_BINARY
+# The source build needs only the runner (with what it links) and the feature mask, not every ExecuTorch target.
+SOURCE_BUILD_TARGETS = [RUNNER_BINARY, "hide_cpu_features"]
 
 # Per-platform facts: target architecture, runner-name suffix, extra CMake flags.
 PLATFORMS = {
@@ -388,7 +388,7 @@ def plan_source_builds(args: argparse.Namespace) -> list[dict]:
             "name": name, "variant": variant, "platform": args.platform, "target_arch": target["arch"],
             "cmake_flags": flags, "build_dir": str(build_dir),
             "configure": configure_command(root / "runner", build_dir, flags),
-            "build": build_command(build_dir) + ["--target", SOURCE_BUILD_TARGET],
+            "build": build_command(build_dir) + ["--target", *SOURCE_BUILD_TARGETS],
         })
     return plans
 

@@ -184,7 +184,7 @@ def test_plan_builds_only_the_runner_of_the_chosen_variants(venv_python: str, tm
     assert result.returncode == 0, result.stderr
     (plan,) = json.loads(result.stdout)["variants"]
     assert plan["variant"] == "sme2_off_kernels"
-    assert plan["build"][-2:] == ["--target", "profiling_runner"]
+    assert plan["build"][-3:] == ["--target", "profiling_runner", "hide_cpu_features"]
     flags = plan["cmake_flags"]
     assert flags["PYTHON_EXECUTABLE"] == venv_python
     assert Path(flags["KLEIDIAI_SOURCE_DIR"]) == tmp_path / "src" / "kleidiai"  # found beside the checkout
@@ -223,46 +223,6 @@ MIN_QEMU_FOR_SME2 = 11  # QEMU 10's -cpu max has SME but not SME2
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 GEMM_LINE = re.compile(r"Using (gemm|igemm) microkernel '([A-Za-z0-9_]+)'")
 PACKED_TAGS = {"PF32", "PF16", "PQS8"}  # KleidiAI packed-LHS op names: the SME/SME2 path
-
-# Test-local stand-in for the kit's feature-mask library, same contract (LD_PRELOAD, SME_KIT_HIDE_CPU_FEATURES
-# = "sme2" or "sme:sme2"): clears SME bits of getauxval(AT_HWCAP2) and fails prctl(PR_SME_GET_VL).
-MASK_SOURCE = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <stdarg.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/auxv.h>
-#include <sys/prctl.h>
-#define PR_SME_GET_VL_ 64
-/* arch/arm64/include/uapi/asm/hwcap.h: SME2, SME2P1, SME_I16I32, SME_BI32I32, SME_B16B16, SME_F16F16 */
-#define SME2_BITS (0x3fUL << 37)
-/* SME and its FEAT_SME_* bits (23-30) and the FP8/LUT SME bits (57-62) */
-#define SME_BITS ((0xffUL << 23) | (0x3fUL << 57) | SME2_BITS)
-static unsigned long hidden(void) {
-  const char *what = getenv("SME_KIT_HIDE_CPU_FEATURES");
-  if (!what) return 0;
-  if (strstr(what, "sme:") || strcmp(what, "sme") == 0) return SME_BITS;
-  return strstr(what, "sme2") ? SME2_BITS : 0;
-}
-unsigned long getauxval(unsigned long type) {
-  unsigned long (*real)(unsigned long) = (unsigned long (*)(unsigned long))dlsym(RTLD_NEXT, "getauxval");
-  unsigned long value = real(type);
-  return type == AT_HWCAP2 ? value & ~hidden() : value;
-}
-int prctl(int option, ...) {
-  va_list ap;
-  unsigned long a[4];
-  va_start(ap, option);
-  for (int i = 0; i < 4; i++) a[i] = va_arg(ap, unsigned long);
-  va_end(ap);
-  if (option == PR_SME_GET_VL_ && (hidden() & (1UL << 23))) { errno = EINVAL; return -1; }
-  int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
-  return real(option, a[0], a[1], a[2], a[3]);
-}
-"""
-
 
 def qemu_with_sme2() -> tuple[str | None, str]:
     """A qemu-aarch64 that emulates SME2: $SME2_KIT_QEMU, build/emulator/bin (setup_emulator.sh), PATH."""
@@ -304,18 +264,9 @@ def kernel_runners(source_tree: Path, venv_python: str) -> dict[str, Path]:
     built = {entry["name"].split("-")[0]: entry for entry in json.loads(result.stdout)}
     assert (built["sme2_on_kernels"]["sme2_kernels"], built["sme2_on_kernels"]["sme_kernels"]) == (True, True)
     assert (built["sme2_off_kernels"]["sme2_kernels"], built["sme2_off_kernels"]["sme_kernels"]) == (False, False)
+    assert built["sme2_on_kernels"]["feature_mask"]["library"] == "libhide_cpu_features.so"
     print({name: entry["build_seconds"] for name, entry in built.items()})
     return {name: REPO_ROOT / "runners" / entry["name"] / "profiling_runner" for name, entry in built.items()}
-
-
-@pytest.fixture(scope="module")
-def mask_library(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("mask")
-    (folder / "hide_sme.c").write_text(MASK_SOURCE)
-    library = folder / "libhide_cpu_features.so"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(folder / "hide_sme.c"),
-                    "-ldl"], check=True)
-    return library
 
 
 @pytest.fixture(scope="module")
@@ -349,9 +300,12 @@ def op_tags(op_types: set[str]) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.emulated
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
-def test_kernel_runners_under_qemu11(dtype: str, qemu11: str, kernel_runners: dict[str, Path], mask_library: Path,
+def test_kernel_runners_under_qemu11(dtype: str, qemu11: str, kernel_runners: dict[str, Path],
                                      toy_models: dict[str, Path], tmp_path: Path):
+    """The kit's feature mask hiding SME and SME2 (`hide_cpu_features: ["sme", "sme2"]`) on the ON build
+    chooses exactly the GEMM/IGEMM microkernels of the OFF build (both XNNPACK SME switches OFF)."""
     on, off, model = kernel_runners["sme2_on_kernels"], kernel_runners["sme2_off_kernels"], toy_models[dtype]
+    mask_library = on.parent / "libhide_cpu_features.so"  # built beside the runner by build_runners.py
     sme2, sme2_ops = run_emulated(qemu11, on, model, tmp_path / "sme2.etdump")
     sme1, _ = run_emulated(qemu11, on, model, tmp_path / "sme1.etdump", mask=mask_library, hide="sme2")
     nosme, nosme_ops = run_emulated(qemu11, on, model, tmp_path / "nosme.etdump", cpu="max,sme=off")
