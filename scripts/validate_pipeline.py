@@ -549,6 +549,17 @@ def runners_of(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def damaged_runner_json(path: Path) -> Optional[str]:
+    """Why a runner.json that exists cannot be used (the pipeline ignores it and loses the runner's facts)."""
+    if not path.is_file():
+        return None
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"its runner.json cannot be read ({type(error).__name__})"
+    return None if isinstance(facts, dict) else f"its runner.json is a JSON {type(facts).__name__}, not an object"
+
+
 def platform_problem(runner_json: dict[str, Any], target: Target) -> Optional[str]:
     built_for = runner_json.get("platform")
     arch = str(runner_json.get("target_arch", "")).lower()
@@ -611,6 +622,8 @@ def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list
             checks.append(Check("runner", name, "FAIL", f"runner not found: {binary}",
                                 f"build it with: {build_command(name, target.platform)}, or fix 'runner' in the config"))
             continue
+        if runner_json is None and not runner.get("problem"):
+            runner["problem"] = damaged_runner_json(Path(folder) / "runner.json")
         if runner.get("problem"):
             checks.append(Check("runner", name, "FAIL", f"{binary}: {runner['problem']}",
                                 f"rebuild it: {build_command(name, target.platform)} --force"))
