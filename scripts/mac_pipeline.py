@@ -816,8 +816,8 @@ def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
 def run_step_process(command: list[str], env: dict, timeout_s: float, launcher: bool) -> tuple[str, Optional[int]]:
     """(output, exit code or None on timeout). The step runs in its own process group (session) so a
     timeout or an interrupt can end it with its children, and a terminal's Ctrl-C reaches only us."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                               env=env, start_new_session=True)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, errors="replace", env=env, start_new_session=True)
     grace_s = 20.0 if launcher else 0.0
     try:
         stdout, stderr = process.communicate(timeout=timeout_s + (LAUNCHER_GRACE_S if launcher else 0.0))
