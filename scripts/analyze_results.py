@@ -155,7 +155,8 @@ COMPARE_TAG_ALIASES = {"PF32": "F32", "PF16": "F16", "PQS8": "QS8", "QP8": "QD8"
 KERNEL_LINE = re.compile(r"Using (?P<kind>[A-Za-z0-9_ ]+?) microkernel '(?P<name>[A-Za-z0-9_]+)'")
 XNN_DATATYPE_TOKEN = re.compile(r"^p?(bf|f|qs|qu|qd|qdu|qp|qc|qb|qa|x|s|u)\d+(w|acc)?$")
 KERNEL_QUALIFIERS = {"minmax", "fp32", "rndnu", "rndnu16", "relu", "linear"}
-ARCH_PREFIXES = {"aarch64", "aarch32", "arm", "arm64", "x86", "x64", "amd64"}
+# Tokens before the ISA in a kernel name (`__asm_aarch64_neonfma_ld128`: hand-written assembly for aarch64).
+ARCH_PREFIXES = {"asm", "aarch64", "aarch32", "arm", "arm64", "x86", "x64", "amd64"}
 TILE_TOKEN = re.compile(r"^\d+(vl)?x\d+(vl)?(x\d+)?[a-z0-9]*$|^\d+p\d*c?$|^\d+vlx\d+vl$")
 KAI_OPERATIONS = ["matmul_clamp", "imatmul_clamp", "lhs_imatmul_pack", "rhs_imatmul_pack_kxn", "lhs_quant_pack",
                   "lhs_pack", "rhs_pack_kxn", "rhs_pack_nxk"]
@@ -262,7 +263,9 @@ def split_xnnpack_kernel(name: str) -> dict[str, Any]:
         tile = isa_tokens.pop(0)
     while isa_tokens and isa_tokens[0] in ARCH_PREFIXES:
         isa_tokens.pop(0)
-    isa = normalize_isa(isa_tokens[0]) if isa_tokens else ""
+    # The ISA may follow a variant (`__16x16_reuse_dec_zip_neon`): take the first token that names one.
+    isa = next((normalize_isa(t) for t in isa_tokens if isa_family_of(normalize_isa(t)) != "other"),
+               normalize_isa(isa_tokens[0]) if isa_tokens else "")
     if not tile:
         unroll = [t for t in isa_tokens[1:] if re.fullmatch(r"u\d+", t)]
         tile = unroll[-1] if unroll else ""
@@ -1222,6 +1225,25 @@ def kernels_section(experiments: list[Experiment]) -> list[str]:
     return lines
 
 
+def kernel_diff_section(comparisons: list[Comparison]) -> list[str]:
+    """Per compare pair with kernel logs on both sides: the registered kernels only one side has."""
+    lines = []
+    for comp in comparisons:
+        base, cand = comp.baseline.kernels, comp.candidate.kernels
+        if base is None or cand is None:
+            continue
+        base_set, cand_set = set(zip(base["kind"], base["name"])), set(zip(cand["kind"], cand["name"]))
+        rows = [[kind, "<br>".join(f"`{n}`" for k, n in sorted(base_set - cand_set) if k == kind) or "-",
+                 "<br>".join(f"`{n}`" for k, n in sorted(cand_set - base_set) if k == kind) or "-"]
+                for kind in sorted({k for k, _ in base_set ^ cand_set})]
+        lines += [f"### Kernel diff {comp.baseline.name} -> {comp.candidate.name}", "",
+                  f"{len(base_set & cand_set)} kernels registered by both; "
+                  + (f"{len(rows)} kinds differ:" if rows else "no kind differs."), ""]
+        if rows:
+            lines += [md_table(["kind", f"only {comp.baseline.name}", f"only {comp.candidate.name}"], rows), ""]
+    return lines
+
+
 def portable_section(experiments: list[Experiment], top_n: int) -> list[str]:
     rows = []
     for exp in experiments:
@@ -1294,7 +1316,7 @@ def write_report(path: Path, manifest: dict[str, Any], experiments: list[Experim
     ok = [e for e in experiments if e.status == "ok"]
     lines += category_section(ok) + top_ops_section(ok, top_n) + sme_section(ok, cpu)
     lines += isa_evidence_section(path.parent)
-    lines += kernels_section(ok) + portable_section(ok, top_n) + method_section()
+    lines += kernels_section(ok) + kernel_diff_section(comparisons) + portable_section(ok, top_n) + method_section()
     path.write_text("\n".join(lines) + "\n")
 
 
