@@ -297,7 +297,7 @@ def test_generated_emulated_config_runs_the_arm64_runner_briefly(venv_python, tm
     assert config["platform"] == "emulated" and (tmp_path / config["emulator"]["qemu"]).resolve() == QEMU
     assert [e["name"] for e in config["experiments"]] == list(LEVELS)
     assert {(e["runner"], e["runs"], e["warmup"], e["rounds"]) for e in config["experiments"]} == \
-        {("prebuilt-linux-aarch64", 1, 0, 1)}
+        {("prebuilt-linux-aarch64", 1, 1, 1)}
     assert "emulated: timings not meaningful" in config["comment"]
 
 
