@@ -13,9 +13,11 @@
  */
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -75,6 +77,7 @@ struct Options {
   std::string method_name = "forward";
   std::string etdump_path;
   std::string timing_json;
+  std::string proc_maps_path;
   std::vector<std::string> input_files;
   int num_executions = 1;
   int warmup = 0;
@@ -93,6 +96,8 @@ const char kUsage[] =
     "  --etdump_path PATH     attach an ETDump tracer and write the trace here\n"
     "  --inputs A.bin,B.bin   raw input tensors, one file per input (default: a fixed\n"
     "                         pattern shaped by the method's metadata)\n"
+    "  --proc_maps_path PATH  at exit, copy /proc/self/maps here (Linux, Android): where\n"
+    "                         each library was loaded, to map code addresses to symbols\n"
     "  --help                 show this help\n";
 
 [[noreturn]] void fail(const std::string& message) {
@@ -155,6 +160,8 @@ Options parse_args(int argc, char** argv) {
       opts.etdump_path = value;
     } else if (arg == "--timing_json") {
       opts.timing_json = value;
+    } else if (arg == "--proc_maps_path") {
+      opts.proc_maps_path = value;
     } else if (arg == "--inputs") {
       opts.input_files = split_commas(value);
     } else if (arg == "--num_executions") {
@@ -387,6 +394,10 @@ void write_timing_json(const Options& opts, uint32_t threads, double program_ms,
   out << ", \"min_ms\": " << buffer;
   std::snprintf(buffer, sizeof(buffer), "%.6f", *std::max_element(latencies.begin(), latencies.end()));
   out << ", \"max_ms\": " << buffer << "}\n}\n";
+  out.close();
+  if (!out) {
+    fail("cannot write " + opts.timing_json + ": " + std::strerror(errno));
+  }
 }
 
 void write_etdump(ETDumpGen& tracer, const std::string& path) {
@@ -397,7 +408,22 @@ void write_etdump(ETDumpGen& tracer, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   out.write(static_cast<const char*>(result.buf), static_cast<std::streamsize>(result.size));
   std::free(result.buf);
+  out.close();  // a full disk shows up when the buffer is flushed
   if (!out) {
+    fail("cannot write " + path + ": " + std::strerror(errno));
+  }
+}
+
+// Libraries load at a different address in every process (and under qemu-user the
+// guest sees its own map), so code addresses mean nothing without this process's map.
+void copy_proc_maps(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) {
+    fail("--proc_maps_path: /proc/self/maps is not readable (Linux and Android only)");
+  }
+  std::ofstream out(path);
+  out << maps.rdbuf();
+  if (!out.flush()) {
     fail("cannot write " + path);
   }
 }
@@ -415,9 +441,12 @@ int main(int argc, char** argv) {
   if (!loader.ok()) {
     fail("cannot open " + opts.model_path);
   }
-  auto program = Program::load(&loader.get());
+  // InternalConsistency checks the flatbuffer's offsets and sizes before anything reads them,
+  // so a damaged file is an error here instead of a crash later.
+  auto program = Program::load(&loader.get(), Program::Verification::InternalConsistency);
   if (!program.ok()) {
-    fail(opts.model_path + " is not a valid ExecuTorch program (.pte); re-export it");
+    fail(opts.model_path + " is not a valid ExecuTorch program (" + error_text(program.error()) +
+         "): the file is damaged or not a .pte; re-export it with scripts/export_model.py");
   }
   double program_ms = ms_between(load_start, Clock::now());
 
@@ -449,8 +478,18 @@ int main(int argc, char** argv) {
   auto method_start = Clock::now();
   auto method = program->load_method(opts.method_name.c_str(), &memory_manager, tracer.get());
   if (!method.ok()) {
-    fail("cannot load method '" + opts.method_name + "' (" + error_text(method.error()) +
-         "): an operator or backend the model needs is missing from this runner; see the log above");
+    // NotFound is also what a damaged .pte gives when its data segments cannot be located.
+    Error err = method.error();
+    std::string why = "the program's data is damaged or not usable by this runtime; re-export it with "
+                      "scripts/export_model.py";
+    if (err == Error::OperatorMissing) {
+      why = "an operator or backend the model needs is missing from this runner";
+    } else if (err == Error::NotFound) {
+      why = "an operator or backend the model needs is missing from this runner, or the .pte is damaged "
+            "(re-export it with scripts/export_model.py)";
+    }
+    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) + "): " + why +
+         "; see the log above");
   }
   double method_ms = ms_between(method_start, Clock::now());
 
@@ -484,6 +523,9 @@ int main(int argc, char** argv) {
   }
   if (!opts.timing_json.empty()) {
     write_timing_json(opts, threads, program_ms, method_ms, latencies, read_cpu_features());
+  }
+  if (!opts.proc_maps_path.empty()) {
+    copy_proc_maps(opts.proc_maps_path);
   }
   std::printf("%s: %d runs, %u threads%s: median %.4f ms, min %.4f ms, max %.4f ms\n",
               opts.model_path.c_str(), opts.num_executions, threads, tracer ? " (traced)" : "",

@@ -44,7 +44,7 @@ from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.syntax import Syntax
 
 SCHEMA_VERSION = 1
-PLATFORMS = ("mac", "linux", "android")
+PLATFORMS = ("mac", "linux", "android", "emulated")
 COMPARISONS = ("sme2", "isa", "backends", "threads")
 SME2_OFF_SOURCES = ("mask", "build")
 # What each ISA level hides from the runner (runner.json "feature_mask"; configs/config.schema.json).
@@ -52,6 +52,11 @@ ISA_LEVELS = {"neon": ["sme", "sme2"], "sme": ["sme2"], "sme2": []}
 MODES = ("timing", "trace", "kernels")
 DEFAULT_MODEL = "models/toy_cnn_xnnpack_fp32.pte"
 ANDROID_SUFFIX = "-android"
+# Platform emulated: the cross-built arm64 runner under qemu-aarch64 >= 11 (scripts/setup_emulator.sh).
+EMULATED_RUNNER = "prebuilt-linux-aarch64"
+DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
+# Emulated SME runs about a thousand times slower than the hardware: one short round is enough to see the path.
+RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 0, "rounds": 1}, "other": {"runs": 10, "warmup": 2, "rounds": 3}}
 
 
 class ConfigInputError(Exception):
@@ -63,6 +68,8 @@ def host_platform() -> str:
 
 
 def default_comparisons(platform_name: str) -> list[str]:
+    if platform_name == "emulated":
+        return ["isa"]
     return ["backends"] if platform_name == "linux" else ["sme2"]
 
 
@@ -81,7 +88,8 @@ def relative_to(path: str, folder: Path) -> str:
 def runner_names(args: argparse.Namespace) -> dict[str, str]:
     suffix = ANDROID_SUFFIX if args.platform == "android" else ""
     return {"on": args.runner_on or f"sme2_on{suffix}", "off": args.runner_off or f"sme2_off{suffix}",
-            "single": args.runner or ("sme2_on" + suffix if args.platform == "android" else "prebuilt")}
+            "single": args.runner or {"android": "sme2_on" + suffix, "emulated": EMULATED_RUNNER}.get(args.platform,
+                                                                                                 "prebuilt")}
 
 
 def make_comment(args: argparse.Namespace) -> str:
@@ -103,6 +111,9 @@ def make_comment(args: argparse.Namespace) -> str:
         parts.append("portable export (baseline) vs XNNPACK export (candidate) on one runner")
     if "threads" in args.compare:
         parts.append(f"{args.threads[0]} vs {args.threads[-1]} threads")
+    if args.platform == "emulated":
+        parts.append("emulated: timings not meaningful; the arm64 runner runs under qemu-aarch64 -cpu max (SME2), and "
+                     "the trace run's translated-code log shows the instructions reached (scripts/isa_evidence.py)")
     if args.platform == "linux":
         parts.append("a Linux host without SME2 compares what it can; SME2 ON/OFF needs mac_template.json on an "
                      "Apple M4 Mac or android_template.json on an Armv9 phone with SME2")
@@ -164,9 +175,20 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         candidate = "xnnpack"
     if "threads" in args.compare:
         compare.append({"baseline": f"{candidate}_t{args.threads[0]}", "candidate": f"{candidate}_t{args.threads[-1]}"})
-    return {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
-            "model": model, "output_root": relative_to(args.output_root, config_dir),
-            "experiments": experiments, "compare": compare}
+    config = {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
+              "model": model, "output_root": relative_to(args.output_root, config_dir),
+              "experiments": experiments, "compare": compare}
+    if args.platform == "emulated":
+        config["emulator"] = {"qemu": relative_to(str(args.qemu), config_dir), "cpu": "max"}
+    return config
+
+
+def fill_run_counts(args: argparse.Namespace) -> None:
+    """Runs, warm-up and rounds not given: short on the emulated platform, statistically useful elsewhere."""
+    counts = RUN_COUNTS["emulated" if args.platform == "emulated" else "other"]
+    for key, value in counts.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def find_schema(explicit: Optional[Path]) -> Path:
@@ -218,6 +240,7 @@ def ask(args: argparse.Namespace, console: Console) -> None:
         args.runner_off = Prompt.ask("Baseline runner (SME2 OFF)", default=runner_names(args)["off"])
         args.runner_on = Prompt.ask("Candidate runner (SME2 ON)", default=runner_names(args)["on"])
     args.output_root = Prompt.ask("Output root", default=args.output_root or default_output_root(args))
+    fill_run_counts(args)
     args.runs = IntPrompt.ask("Runs per round", default=args.runs)
     args.warmup = IntPrompt.ask("Warm-up runs", default=args.warmup)
     args.rounds = IntPrompt.ask("Interleaved rounds", default=args.rounds)
@@ -257,9 +280,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--runner-off", help="--sme2-off build: SME2 OFF runner (default sme2_off, android: "
                                              "sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
-    parser.add_argument("--runs", type=int, default=10, help="measured runs per round (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs before each round (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--runs", type=int, help="measured runs per round (default 10; emulated 1)")
+    parser.add_argument("--warmup", type=int, help="warm-up runs before each round (default 2; emulated 0)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; emulated 1)")
+    parser.add_argument("--qemu", type=Path, default=DEFAULT_QEMU,
+                        help="--platform emulated: qemu-aarch64 >= 11 (default build/emulator/bin/qemu-aarch64, "
+                             "from scripts/setup_emulator.sh)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (default 1)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["timing", "trace"],
                         help="modes per experiment (default timing trace)")
@@ -282,6 +308,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif args.out is None:
             raise ConfigInputError("--out is required (a file name, or '-' to print); or use --interactive")
         args.compare = args.compare or default_comparisons(args.platform)
+        fill_run_counts(args)
         args.output_root = args.output_root or default_output_root(args)
         to_stdout = str(args.out) == "-"
         config = build_config(args, Path.cwd() if to_stdout else args.out.resolve().parent)
