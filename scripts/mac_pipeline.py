@@ -1027,8 +1027,8 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
     """Call analyze_results.py; a failure leaves raw results and manifest in place."""
     script = Path(__file__).resolve().parent / "analyze_results.py"
     command = [sys.executable, str(script), "--run-dir", str(run_dir)]
-    rerun = (f"rerun it alone with: {script_command('mac_pipeline.py')} --config {config_path} --analysis-only "
-             f"--run-dir {run_dir}")
+    rerun = (f"rerun it alone with: {python_command()} scripts/mac_pipeline.py --config {config_path} "
+             f"--analysis-only --run-dir {run_dir}")
     if not script.is_file():
         console.print(f"[yellow]analysis not run:[/yellow] {script} not found; the raw results are in {run_dir}; "
                       f"get scripts/analyze_results.py and {rerun}", soft_wrap=True)
@@ -1248,18 +1248,17 @@ def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
     return failed
 
 
-def script_command(script: str) -> str:
-    """How to run a script of this folder from here, with the interpreter that is running now."""
-    def short(path: Path) -> str:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
-    return f"{short(Path(sys.executable))} {short(Path(__file__).resolve().parent / script)}"
+def python_command() -> str:
+    """The interpreter that is running now (relative when under this folder): a fix line that says bare
+    `python` fails outside an activated venv."""
+    try:
+        return str(Path(sys.executable).relative_to(Path.cwd()))
+    except ValueError:
+        return sys.executable
 
 
 def resume_hint(pipeline: str, config_path: Path, run_dir: Path) -> str:
-    return f"{script_command(pipeline)} --config {config_path} --resume --run-dir {run_dir}"
+    return f"{python_command()} scripts/{pipeline} --config {config_path} --resume --run-dir {run_dir}"
 
 
 def problem_of(error: OSError, where: Optional[Path]) -> tuple[str, str]:
@@ -1303,7 +1302,7 @@ def close_run(run: Run, status: str, console: Console) -> None:
 
 def next_step_hint(run: Run) -> str:
     if run.phase == "analysis":
-        return (f"{script_command('mac_pipeline.py')} --config {run.config_path} --analysis-only "
+        return (f"{python_command()} scripts/mac_pipeline.py --config {run.config_path} --analysis-only "
                 f"--run-dir {run.run_dir}")
     return resume_hint(run.pipeline, run.config_path, run.run_dir)
 
