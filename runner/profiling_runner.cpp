@@ -13,9 +13,11 @@
  */
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -392,6 +394,10 @@ void write_timing_json(const Options& opts, uint32_t threads, double program_ms,
   out << ", \"min_ms\": " << buffer;
   std::snprintf(buffer, sizeof(buffer), "%.6f", *std::max_element(latencies.begin(), latencies.end()));
   out << ", \"max_ms\": " << buffer << "}\n}\n";
+  out.close();
+  if (!out) {
+    fail("cannot write " + opts.timing_json + ": " + std::strerror(errno));
+  }
 }
 
 void write_etdump(ETDumpGen& tracer, const std::string& path) {
@@ -402,8 +408,9 @@ void write_etdump(ETDumpGen& tracer, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   out.write(static_cast<const char*>(result.buf), static_cast<std::streamsize>(result.size));
   std::free(result.buf);
+  out.close();  // a full disk shows up when the buffer is flushed
   if (!out) {
-    fail("cannot write " + path);
+    fail("cannot write " + path + ": " + std::strerror(errno));
   }
 }
 
@@ -434,9 +441,12 @@ int main(int argc, char** argv) {
   if (!loader.ok()) {
     fail("cannot open " + opts.model_path);
   }
-  auto program = Program::load(&loader.get());
+  // InternalConsistency checks the flatbuffer's offsets and sizes before anything reads them,
+  // so a damaged file is an error here instead of a crash later.
+  auto program = Program::load(&loader.get(), Program::Verification::InternalConsistency);
   if (!program.ok()) {
-    fail(opts.model_path + " is not a valid ExecuTorch program (.pte); re-export it");
+    fail(opts.model_path + " is not a valid ExecuTorch program (" + error_text(program.error()) +
+         "): the file is damaged or not a .pte; re-export it with scripts/export_model.py");
   }
   double program_ms = ms_between(load_start, Clock::now());
 
@@ -468,8 +478,20 @@ int main(int argc, char** argv) {
   auto method_start = Clock::now();
   auto method = program->load_method(opts.method_name.c_str(), &memory_manager, tracer.get());
   if (!method.ok()) {
-    fail("cannot load method '" + opts.method_name + "' (" + error_text(method.error()) +
-         "): an operator or backend the model needs is missing from this runner; see the log above");
+    // NotFound is also what a damaged .pte gives when its data segments cannot be located.
+    Error err = method.error();
+    if (err == Error::OperatorMissing) {
+      fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+           "): an operator or backend the model needs is missing from this runner; see the log above");
+    }
+    if (err == Error::NotFound) {
+      fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+           "): an operator or backend the model needs is missing from this runner, or the .pte is damaged "
+           "(re-export it with scripts/export_model.py); see the log above");
+    }
+    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+         "): the program's data is damaged or not usable by this runtime; re-export it with "
+         "scripts/export_model.py; see the log above");
   }
   double method_ms = ms_between(method_start, Clock::now());
 

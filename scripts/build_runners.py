@@ -16,7 +16,10 @@ Two flavors share one command-line contract (see runner/profiling_runner.cpp):
 
 Every runner folder gets a ``runner.json`` (schema in scripts/README.md) saying what
 was built: flavor, platform, CMake flags, ExecuTorch version and commit, compiler,
-and whether SME/SME2 kernels are in the binary.
+and whether SME/SME2 kernels are in the binary. Beside every runner sits its feature
+mask, ``libhide_cpu_features.so`` (``.dylib`` on macOS): preloaded with
+SME_KIT_HIDE_CPU_FEATURES=sme:sme2 it hides SME and SME2 from the runner, so one binary
+runs SME2 ON and OFF (runner.json ``feature_mask``; the pipeline sets it up).
 
 Example:
     python scripts/build_runners.py                       # runners/prebuilt

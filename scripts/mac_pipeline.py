@@ -14,7 +14,9 @@ that drift and heat hit both alike; every round's latencies and median are kept 
 order that really ran is recorded in manifest.json (`execution_log`). Experiments that fail
 (missing model or runner, a runner that crashes) are recorded with a one-line error while
 the others complete. Labels never lie: an experiment whose runner has SME2 kernels but runs
-on a CPU without SME2 is marked "SME2 not available on this CPU".
+on a CPU without SME2 is marked "SME2 not available on this CPU". An experiment with
+"hide_cpu_features" runs with the feature-mask library beside its runner preloaded
+(feature_mask_env), and fails when the runner reports that it still saw what was hidden.
 
 An earlier run is never overwritten: if output_root already holds one, this run goes to a
 new timestamped sibling (or continue the earlier run with --resume). At the end it calls
@@ -31,6 +33,8 @@ Config format: configs/config.schema.json. Run directory and manifest: scripts/R
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import importlib.metadata
 import json
 import math
@@ -72,6 +76,9 @@ QEMU_LOG = "qemu_in_asm.log"
 PROC_MAPS = "proc_maps.txt"
 EMULATED_NOTE = "emulated: timings not meaningful"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOCK_FILE = ".pipeline.lock"  # held (flock) by the pipeline that owns the run directory
+EXIT_DEVICE_LOST = 75  # android_pipeline.py --launch: the device went away, stop and let --resume continue
+LAUNCHER_GRACE_S = 60.0  # a launcher gets this long beyond timeout_s to stop the device side itself
 
 
 class ConfigError(Exception):
@@ -80,6 +87,30 @@ class ConfigError(Exception):
 
 class StepError(Exception):
     """One runner invocation failed; the experiment is marked failed, the others go on."""
+
+
+class DeviceLost(Exception):
+    """The launcher lost the device: the run stops as interrupted, --resume continues it."""
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: stop, record `interrupted`, exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, _frame: Any) -> None:
+    # One interrupt is enough: the cleanup that follows must not be cut short by a second one.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def catch_interrupts() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), raise_interrupted)
 
 
 @dataclass
@@ -139,20 +170,52 @@ def find_schema(explicit: Optional[Path]) -> Path:
     return schema
 
 
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """A JSON file as Python data, or ConfigError naming the problem and `fix` in one line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_float=finite_float, parse_constant=no_constant)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                          f"{error.msg}); {fix}") from None
+    except ValueError as error:
+        raise ConfigError(f"{what} {path}: {error}; {fix}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}; {fix}") from None
+
+
+def strict_validator(schema: dict) -> jsonschema.protocols.Validator:
+    """JSON Schema validation where an integer is written as one: 1e1 or 10.0 is not a run count."""
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)(schema)
+
+
 def load_config(path: Path, schema_path: Path) -> dict:
     """The config as given, checked against the JSON Schema (first problem only, in one line)."""
     if not path.is_file():
         raise ConfigError(f"config not found: {path}; write one with scripts/generate_config.py")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-                          "fix the file or regenerate it with scripts/generate_config.py") from None
-    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    fix = "fix the file or regenerate it with scripts/generate_config.py"
+    config = read_json(path, "config", fix)
+    validator = strict_validator(read_json(schema_path, "schema", "get configs/config.schema.json again"))
     problem = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if problem is not None:
         where = "/".join(str(part) for part in problem.absolute_path) or "(top level)"
-        raise ConfigError(f"{path}: invalid config at {where}: {problem.message}; see configs/config.schema.json")
+        hint = " (write whole numbers without a point or exponent)" if "'integer'" in problem.message else ""
+        raise ConfigError(f"{path}: invalid config at {where}: {problem.message}{hint}; "
+                          "see configs/config.schema.json")
     return config
 
 
@@ -240,6 +303,30 @@ def resolve_compare(config: dict, cells: list[Cell]) -> list[dict]:
     return pairs
 
 
+def model_identity(model: Path) -> Optional[str]:
+    """The network a .pte was exported from, from export_model.py's JSON beside it (None if unknown)."""
+    try:
+        metadata = json.loads(model.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = metadata.get("model") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def check_pair_models(pairs: list[dict], cells: list[Cell]) -> None:
+    """A compare pair measures one network two ways (runner, backend, dtype, mask); two networks make a
+    'speedup' that means nothing. Unknown identity (no export JSON) is recorded, not refused."""
+    by_dir = {c.dir: c for c in cells}
+    for pair in pairs:
+        base, cand = by_dir[pair["baseline"]], by_dir[pair["candidate"]]
+        names = (model_identity(base.model), model_identity(cand.model))
+        if None not in names and names[0] != names[1]:
+            raise ConfigError(f"compare {base.name} -> {cand.name} runs two different models ({names[0]} vs "
+                              f"{names[1]}): a speedup between them means nothing; compare two exports of one "
+                              "model, or drop the compare entry")
+        pair["model"] = names[0] if names[0] == names[1] else None
+
+
 def select_cells(cells: list[Cell], only: Optional[list[str]]) -> None:
     if not only:
         return
@@ -323,7 +410,7 @@ def existing_run_dir(output_root: Path, explicit: Optional[Path], why: str) -> P
     if explicit:
         if not (explicit / MANIFEST).is_file():
             raise ConfigError(f"--run-dir {explicit} holds no {MANIFEST}; point it at a run directory")
-        return explicit
+        return explicit.resolve()
     runs = run_dirs_of(output_root)
     if not runs:
         raise ConfigError(f"no earlier run found at {output_root} for {why}; run the pipeline without it first")
@@ -331,9 +418,132 @@ def existing_run_dir(output_root: Path, explicit: Optional[Path], why: str) -> P
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Write a temporary file and rename it over `path`: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def lock_run_dir(run_dir: Path, create: bool) -> Optional[int]:
+    """Take the run directory's lock (held until this process ends), or None if another pipeline holds it.
+    The kernel drops an flock when its holder dies, so a killed pipeline never leaves a lock that blocks."""
+    path = run_dir / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if create else 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES) or create or not path.is_file():
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a read-only run directory can still be locked and read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_holder(run_dir: Path) -> str:
+    try:
+        return (run_dir / LOCK_FILE).read_text().split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def note_lock_owner(fd: int) -> Optional[str]:
+    """Record this process in the lock file; returns the PID written there before (a dead holder's)."""
+    previous = os.pread(fd, 64, 0).decode(errors="replace").split()
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {now_iso()}\n".encode(), 0)
+    except OSError:
+        pass  # read-only run directory: the lock still works, only the note is missing
+    return previous[0] if previous else None
+
+
+def claim_new_run_dir(output_root: Path) -> tuple[Path, int]:
+    """Create and lock a run directory no other pipeline can share: output_root if it is unused,
+    else a new timestamped sibling. mkdir and O_EXCL are atomic, so two pipelines never pick one folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidates = [output_root] + [output_root.with_name(f"{output_root.name}-{stamp}" + (f"-{n}" if n > 1 else ""))
+                                  for n in range(1, 1000)]
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True)
+        except FileExistsError:
+            if candidate != output_root or not candidate.is_dir() or any(candidate.iterdir()):
+                continue  # a folder someone made but left empty is still free to claim
+        try:
+            fd = lock_run_dir(candidate, create=True)
+        except FileExistsError:
+            continue
+        if fd is None or any(p.name != LOCK_FILE for p in candidate.iterdir()):
+            if fd is not None:
+                os.close(fd)
+            continue
+        note_lock_owner(fd)
+        return candidate, fd
+    raise ConfigError(f"no free run directory next to {output_root}; clean up old runs")
+
+
+def claim_existing_run_dir(run_dir: Path, why: str) -> tuple[int, Optional[str]]:
+    """Lock an earlier run for --resume / --analysis-only: (lock, PID of the pipeline that had it before)."""
+    try:
+        fd = lock_run_dir(run_dir, create=False)
+    except OSError as error:
+        raise ConfigError(f"cannot lock {run_dir} for {why}: {error.strerror}; check the folder's permissions") from None
+    if fd is None:
+        raise ConfigError(f"{run_dir} is in use by another pipeline (PID {lock_holder(run_dir)}); "
+                          f"wait for it to finish, then run {why} again")
+    return fd, note_lock_owner(fd)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    fix = "this run cannot be continued; start a new run without --resume / --analysis-only"
+    manifest = read_json(run_dir / MANIFEST, "manifest", fix)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments"), list) or not all(
+            isinstance(e, dict) and isinstance(e.get("dir"), str) for e in manifest["experiments"]):
+        raise ConfigError(f"manifest {run_dir / MANIFEST} does not have the manifest's shape "
+                          f"(an object with an experiments list); {fix}")
+    return manifest
+
+
+def close_stale_run(run_dir: Path, manifest: dict, previous_pid: Optional[str], console: Console) -> None:
+    """A manifest left `running` by a pipeline that no longer holds the lock: it was killed."""
+    if manifest.get("status") != "running":
+        return
+    manifest["status"] = "interrupted"
+    manifest["interrupted_by"] = f"the pipeline (PID {previous_pid or 'unknown'}) stopped without closing the run"
+    for entry in manifest["experiments"]:
+        if entry.get("status") == "running":
+            entry["status"] = "pending"
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    console.print(f"[yellow]{run_dir} was left running by PID {previous_pid or 'unknown'}, which is gone;[/yellow] "
+                  "marked interrupted", soft_wrap=True)
+
+
+def close_stale_runs(output_root: Path, console: Console) -> None:
+    """Mark earlier runs of this output_root that a killed pipeline left `running` as interrupted."""
+    for run_dir in run_dirs_of(output_root) if output_root.parent.is_dir() else []:
+        try:
+            manifest = json.loads((run_dir / MANIFEST).read_text())
+            if not isinstance(manifest, dict) or manifest.get("status") != "running":
+                continue
+            fd = lock_run_dir(run_dir, create=False)
+        except (OSError, ValueError):
+            continue
+        if fd is not None:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+                close_stale_run(run_dir, manifest, holder[0] if holder else None, console)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 # --- host facts and labels ---------------------------------------------------------------
@@ -465,9 +675,14 @@ def read_runner_json(cell: Cell) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        runner_json = json.loads(path.read_text())
+    except (OSError, ValueError):
+        runner_json = None
+    if not isinstance(runner_json, dict):
+        cell.warnings.append(f"{path} is not a runner.json object (damaged?): ignored; rebuild the runner with "
+                             "scripts/build_runners.py")
         return None
+    return runner_json
 
 
 def host_platform() -> str:
@@ -585,6 +800,42 @@ def failure_line(output: str, returncode: int) -> str:
     return f"runner exited with code {returncode}" + (f": {lines[-1]}" if lines else "")
 
 
+def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
+    """End a step's whole process group: the runner and anything it started. A launcher first gets
+    SIGTERM and grace_s to stop the device side itself."""
+    if grace_s > 0 and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_step_process(command: list[str], env: dict, timeout_s: float, launcher: bool) -> tuple[str, Optional[int]]:
+    """(output, exit code or None on timeout). The step runs in its own process group (session) so a
+    timeout or an interrupt can end it with its children, and a terminal's Ctrl-C reaches only us."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                               env=env, start_new_session=True)
+    grace_s = 20.0 if launcher else 0.0
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s + (LAUNCHER_GRACE_S if launcher else 0.0))
+        return stdout + stderr, process.returncode
+    except subprocess.TimeoutExpired:
+        stop_process_group(process, grace_s)
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a grandchild that left the group still holds the pipes
+            stdout, stderr = "", ""
+        return stdout + stderr, None
+    except BaseException:
+        stop_process_group(process, grace_s)
+        raise
+
+
 def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[float, list[Path]]:
     """Run one step, log its output, raise StepError with one line on failure. Returns (seconds, outputs)."""
     cell = step.cell
@@ -593,41 +844,52 @@ def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[f
         stale.unlink(missing_ok=True)  # a leftover file must never pass for this run's output
     if launcher:
         spec = {"runner": str(cell.runner_binary), "args": args[1:], "outputs": [str(p) for p in outputs],
-                "env": {**cell.mask_env, **cell.env}, "cpu_affinity": cell.cpu_affinity, "mode": step.mode, "model": str(cell.model)}
+                "env": {**cell.mask_env, **cell.env}, "cpu_affinity": cell.cpu_affinity, "mode": step.mode,
+                "model": str(cell.model), "timeout_s": cell.timeout_s}
         spec_path = cell_dir / ".launch.json"
-        spec_path.write_text(json.dumps(spec))
+        write_json_atomic(spec_path, spec)
         command, env = launcher + [str(spec_path)], dict(os.environ)
     else:
         command, env = local_command(emulated(step, cell_dir) + args, cell), {**os.environ, **cell.mask_env, **cell.env}
     log_name = "kernels.log" if step.mode == "kernels" else "runner.log"
+    where = f"round {step.round}" if step.round is not None else "run"
     started = time.monotonic()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=cell.timeout_s)
-        output, code = result.stdout + result.stderr, result.returncode
-    except subprocess.TimeoutExpired as timeout:
-        output = (timeout.stdout or b"").decode(errors="replace") if isinstance(timeout.stdout, bytes) else (timeout.stdout or "")
-        code = None
+        output, code = run_step_process(command, env, cell.timeout_s, launcher is not None)
+    except OSError as error:  # not executable, not a binary for this machine, deleted meanwhile
+        raise StepError(f"{step.mode} {where}: cannot start {command[0]}: {error.strerror} (rebuild the runner with "
+                        "scripts/build_runners.py or fix 'runner' in the config)") from None
+    finally:
+        if launcher:
+            spec_path.unlink(missing_ok=True)
     seconds = time.monotonic() - started
-    if launcher:
-        spec_path.unlink(missing_ok=True)
-    where = f"round {step.round}" if step.round is not None else "run"
-    with (cell_dir / log_name).open("a") as log:
-        log.write(f"$ {shlex.join(command)}\n# {step.mode} {where}, {now_iso()}\n{output}")
-        log.write(f"# exit {code}, {seconds:.3f} s\n\n")
-    if code is None:
-        raise StepError(f"{step.mode} {where} timed out after {cell.timeout_s:g} s (raise timeout_s in the config)")
-    if code != 0:
-        raise StepError(f"{step.mode} {where} failed: {failure_line(output, code)} (log: {cell_dir / log_name})")
-    missing = [p.name for p in outputs if not p.is_file() or p.stat().st_size == 0]
-    if missing:
-        raise StepError(f"{step.mode} {where}: the runner exited 0 but wrote no {', '.join(missing)} "
-                        f"(log: {cell_dir / log_name})")
+    try:
+        with (cell_dir / log_name).open("a") as log:
+            log.write(f"$ {shlex.join(command)}\n# {step.mode} {where}, {now_iso()}\n{output}")
+            log.write(f"# exit {code}, {seconds:.3f} s\n\n")
+        if code == EXIT_DEVICE_LOST and launcher:
+            raise DeviceLost(failure_line(output, code))
+        if code is None:
+            raise StepError(f"{step.mode} {where} timed out after {cell.timeout_s:g} s; the runner and its children "
+                            "were stopped (raise timeout_s in the config and continue with --resume)")
+        if code != 0:
+            raise StepError(f"{step.mode} {where} failed: {failure_line(output, code)} (log: {cell_dir / log_name})")
+        missing = [p.name for p in outputs if not p.is_file() or p.stat().st_size == 0]
+        if missing:
+            raise StepError(f"{step.mode} {where}: the runner exited 0 but wrote no {', '.join(missing)} "
+                            f"(log: {cell_dir / log_name})")
+    except BaseException:
+        for partial in outputs:
+            partial.unlink(missing_ok=True)  # a half-written trace must not pass for a result later
+        raise
     return seconds, outputs
 
 
 def finite_latencies(values: Any) -> list[float]:
     if not isinstance(values, list) or not values:
         raise StepError("the runner's timing JSON has no latencies_ms")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise StepError("the runner's timing JSON holds a latency that is not a number")
     latencies = [float(v) for v in values]
     if not all(math.isfinite(v) and v > 0 for v in latencies):
         raise StepError("the runner's timing JSON holds a latency that is not a positive number")
@@ -647,8 +909,11 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
     """Fold one timing round into <cell>/timing.json (format: scripts/README.md)."""
     try:
         runner_timing = json.loads(round_file.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise StepError(f"timing round {round_index}: the runner wrote invalid JSON to {round_file.name}") from None
+    if not isinstance(runner_timing, dict):
+        raise StepError(f"timing round {round_index}: {round_file.name} is not a JSON object; is this runner "
+                        "built from runner/ (scripts/build_runners.py)?")
     latencies = finite_latencies(runner_timing.get("latencies_ms"))
     round_file.unlink()
     timing_path = cell_dir / "timing.json"
@@ -685,7 +950,27 @@ def runner_key(cell: Cell) -> str:
     return cell.runner_dir.name
 
 
+def mark_pairing(manifest: dict) -> None:
+    """Say per compare pair whether its timing rounds really alternated in one session (the paired
+    analysis relies on it): after --resume a side may have run in another session than its partner."""
+    last_session: dict[str, int] = {}
+    for entry in manifest.get("execution_log", []):
+        if entry.get("mode") == "timing":
+            last_session[entry["experiment"]] = entry["session"]
+    for pair in manifest.get("compare", []):
+        base, cand = last_session.get(pair["baseline"]), last_session.get(pair["candidate"])
+        pair["rounds_interleaved"] = base is not None and base == cand
+        if base is None or cand is None:
+            pair["pairing_note"] = "one side has no timing rounds yet: nothing to pair"
+        elif base != cand:
+            pair["pairing_note"] = (f"baseline rounds ran in session {base}, candidate rounds in session {cand}: "
+                                    "the rounds were not interleaved, compare them as independent samples")
+        else:
+            pair["pairing_note"] = ""
+
+
 def write_manifest(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
+    mark_pairing(manifest)
     kept = {e["dir"]: e for e in manifest.get("experiments", [])}
     for cell in cells:
         if cell.status != "kept":
@@ -742,8 +1027,8 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
     """Call analyze_results.py; a failure leaves raw results and manifest in place."""
     script = Path(__file__).resolve().parent / "analyze_results.py"
     command = [sys.executable, str(script), "--run-dir", str(run_dir)]
-    rerun = (f"rerun it alone with: python scripts/mac_pipeline.py --config {config_path} --analysis-only "
-             f"--run-dir {run_dir}")
+    rerun = (f"rerun it alone with: {python_command()} scripts/mac_pipeline.py --config {config_path} "
+             f"--analysis-only --run-dir {run_dir}")
     if not script.is_file():
         console.print(f"[yellow]analysis not run:[/yellow] {script} not found; the raw results are in {run_dir}; "
                       f"get scripts/analyze_results.py and {rerun}", soft_wrap=True)
@@ -771,12 +1056,14 @@ def summarize(run_dir: Path, console: Console) -> None:
     for entry in manifest["experiments"]:
         timing_path = run_dir / entry["dir"] / "timing.json"
         median, rounds, count = "", "", ""
-        if timing_path.is_file():
-            timing = json.loads(timing_path.read_text())
-            if timing.get("latencies_ms"):
+        try:  # a timing.json edited by hand must not stop the summary
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+            if isinstance(timing, dict) and timing.get("latencies_ms"):
                 median = f"{statistics.median(timing['latencies_ms']):.4f}"
                 rounds = " ".join(f"{v:.4f}" for v in timing["round_medians_ms"])
                 count = str(len(timing["latencies_ms"]))
+        except (OSError, ValueError, TypeError, KeyError, statistics.StatisticsError):
+            median = "unreadable timing.json"
         status = {"ok": "[green]ok", "failed": "[red]failed", "skipped": "[dim]skipped"}.get(entry["status"],
                                                                                          entry["status"])
         label = entry.get("sme2_label") or "-"
@@ -848,20 +1135,16 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict, list[Cell], list[dict
     config = load_config(config_path, find_schema(args.schema))
     cells = plan_cells(config, config_path.parent, args.runners_dir.resolve())
     pairs = resolve_compare(config, cells)
+    check_pair_models(pairs, cells)
     select_cells(cells, args.only)
     output_root = (args.output_root.resolve() if args.output_root
                    else (config_path.parent / config["output_root"]).resolve())
     return config_path, config, cells, pairs, output_root
 
 
-def start_manifest(run_dir: Path, config_path: Path, config: dict, resume: bool, device_facts: Optional[dict],
-                   console: Console) -> dict:
-    if resume:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-        manifest.setdefault("execution_log", [])
-        manifest["status"] = "running"
-        return manifest
-    host, versions = host_facts(console)
+def start_manifest(run_dir: Path, config_path: Path, config: dict, facts: tuple[dict, dict],
+                   device_facts: Optional[dict]) -> dict:
+    host, versions = facts
     return {"schema_version": SCHEMA_VERSION, "created": now_iso(), "updated": now_iso(), "status": "running",
             "pipeline": (device_facts or {}).get("pipeline", "mac_pipeline.py"),
             "config_path": str(config_path), "config": config, "versions": versions, "host": host,
@@ -869,39 +1152,54 @@ def start_manifest(run_dir: Path, config_path: Path, config: dict, resume: bool,
             "execution_log": [], "sessions": []}
 
 
-def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
-    """Keep experiments that already completed with the same settings; rerun the rest afresh."""
+def comparable_config(config: Any) -> Any:
+    """A config without what may change between a run and its --resume: comments and timeouts."""
+    if isinstance(config, dict):
+        return {k: comparable_config(v) for k, v in config.items() if k not in ("comment", "timeout_s")}
+    if isinstance(config, list):
+        return [comparable_config(v) for v in config]
+    return config
+
+
+def check_resumable(manifest: dict, config: dict, pipeline: str, run_dir: Path) -> None:
+    """--resume continues the same experiments with the same tool, or refuses in one line."""
+    made_by = manifest.get("pipeline", "mac_pipeline.py")
+    if made_by != pipeline:
+        raise ConfigError(f"{run_dir} was made by {made_by}; continue it with {made_by} --resume, not {pipeline}")
+    earlier = comparable_config(manifest.get("config"))
+    if earlier != comparable_config(config):
+        keys = sorted(k for k in set(earlier or {}) | set(config) if (earlier or {}).get(k) != config.get(k))
+        raise ConfigError(f"--resume: {run_dir} was run with another config (differs in: {', '.join(keys)}); "
+                          "start a new run without --resume, or resume with the config saved in its manifest.json")
+
+
+def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path, console: Console) -> None:
+    """Keep experiments that completed with the same settings and still have their files; rerun the rest."""
     previous = {e["dir"]: e for e in manifest.get("experiments", [])}
     for cell in cells:
         entry = previous.get(cell.dir)
         if not entry:
             continue
-        earlier = {key: entry.get(key) for key in RESUME_KEYS}
+        earlier = {key: entry.get(key, [] if key == "hide_cpu_features" else None) for key in RESUME_KEYS}
         now = cell.settings()
         if entry.get("status") == "ok":
             changed = [key for key in RESUME_KEYS if key != "modes" and earlier[key] != now[key]]
             if changed:
                 raise ConfigError(f"--resume: {cell.dir} already ran in {run_dir} with another {changed[0]} "
                                   f"({earlier[changed[0]]} vs {now[changed[0]]}); start a new run without --resume")
-            cell.status = "kept"
-        elif cell.selected and (run_dir / cell.dir).exists():
-            # Keep the failed attempt's files for the record; the retry starts from an empty folder.
+            gone = [name for name in entry.get("files") or [] if not (run_dir / cell.dir / name).is_file()]
+            if not gone:
+                cell.status = "kept"
+                continue
+            console.print(f"[yellow]{cell.dir}:[/yellow] {', '.join(gone)} gone from {run_dir}; running it again",
+                          soft_wrap=True)
+            cell.selected = True
+        if cell.selected and (run_dir / cell.dir).exists():
+            # Keep the earlier attempt's files for the record; the retry starts from an empty folder.
             attempt = 1
             while (run_dir / f"{cell.dir}.attempt{attempt}").exists():
                 attempt += 1
             (run_dir / cell.dir).rename(run_dir / f"{cell.dir}.attempt{attempt}")
-
-
-def choose_run_dir(args: argparse.Namespace, output_root: Path, console: Console) -> Path:
-    if args.resume:
-        run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
-        console.print(f"resuming {run_dir}")
-        return run_dir
-    run_dir = fresh_run_dir(output_root)
-    if run_dir != output_root:
-        console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run_dir} "
-                      "(use --resume to continue the earlier one)", soft_wrap=True)
-    return run_dir
 
 
 def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool, console: Console) -> None:
@@ -929,6 +1227,14 @@ def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool,
             manifest["runners"][runner_key(cell)] = {**cell.runner_json, "path": str(cell.runner_dir)}
 
 
+def run_status(experiments: list[dict]) -> str:
+    """complete only when every experiment ran: a pair with one side still to run is `partial`."""
+    statuses = [e.get("status") for e in experiments]
+    if any(status not in ("ok", "failed") for status in statuses):
+        return "partial"
+    return "complete_with_errors" if "failed" in statuses else "complete"
+
+
 def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
     """Close the session in the manifest; returns how many experiments of the run failed."""
     for cell in cells:
@@ -936,41 +1242,168 @@ def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
             cell.status = "ok"
     write_manifest(manifest, cells, run_dir)
     failed = sum(e["status"] == "failed" for e in manifest["experiments"])
-    manifest["status"] = "complete_with_errors" if failed else "complete"
+    manifest["status"] = run_status(manifest["experiments"])
     manifest["sessions"][-1]["finished"] = now_iso()
     write_manifest(manifest, cells, run_dir)
     return failed
 
 
+def python_command() -> str:
+    """The interpreter that is running now (relative when under this folder): a fix line that says bare
+    `python` fails outside an activated venv."""
+    try:
+        return str(Path(sys.executable).relative_to(Path.cwd()))
+    except ValueError:
+        return sys.executable
+
+
+def resume_hint(pipeline: str, config_path: Path, run_dir: Path) -> str:
+    return f"{python_command()} scripts/{pipeline} --config {config_path} --resume --run-dir {run_dir}"
+
+
+def problem_of(error: OSError, where: Optional[Path]) -> tuple[str, str]:
+    """(what went wrong, what to do) for a file system error, in words a reader can act on."""
+    reason = f"cannot write {error.filename or where}: {error.strerror}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return reason, "free disk space"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return reason, "make the folder writable or choose another --output-root"
+    return reason, "check the disk"
+
+
+@dataclass
+class Run:
+    """What the fault handlers of main() need to close the run directory properly."""
+
+    config_path: Path
+    pipeline: str = "mac_pipeline.py"
+    run_dir: Optional[Path] = None
+    manifest: Optional[dict] = None
+    cells: list[Cell] = field(default_factory=list)
+    phase: str = "start"  # start, run, analysis
+
+
+def close_run(run: Run, status: str, console: Console) -> None:
+    """Record why the run stopped; if even that cannot be written, the previous manifest stays intact."""
+    if run.manifest is None or run.run_dir is None:
+        return
+    if run.phase == "analysis":
+        run.manifest["analysis"] = {"status": "interrupted", "command": "", "detail": status}
+    else:
+        run.manifest["status"] = status
+        if run.manifest.get("sessions"):
+            run.manifest["sessions"][-1]["finished"] = now_iso()
+    try:
+        write_manifest(run.manifest, run.cells, run.run_dir)
+    except OSError as error:
+        console.print(f"[red]could not record '{status}' in {run.run_dir / MANIFEST}:[/red] {error.strerror}; "
+                      "the manifest keeps its previous state", soft_wrap=True)
+
+
+def next_step_hint(run: Run) -> str:
+    if run.phase == "analysis":
+        return (f"{python_command()} scripts/mac_pipeline.py --config {run.config_path} --analysis-only "
+                f"--run-dir {run.run_dir}")
+    return resume_hint(run.pipeline, run.config_path, run.run_dir)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console()
+    catch_interrupts()
+    run = Run(config_path=args.config.resolve())
     try:
-        config_path, config, cells, pairs, output_root = prepare(args)
-        for cell in cells:
-            cell.runner_json = read_runner_json(cell)
-        if args.dry_run:
-            plan = dry_run_plan(config_path, cells, pairs, build_schedule(cells, pairs), output_root)
-            if args.json:
-                print(json.dumps(plan, indent=2))
-            else:
-                show_plan(plan, console)
-            return EXIT_OK
-        if args.analysis_only:
-            run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
-            console.print(f"analysing {run_dir}")
-            return EXIT_OK if run_analysis(run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
-        run_dir = choose_run_dir(args, output_root, console)
-        device_facts = (json.loads(args.device_facts.read_text()) if args.device_facts
-                        else emulated_device_facts(config, config_path.parent))
-        manifest = start_manifest(run_dir, config_path, config, args.resume, device_facts, console)
-        if args.resume:
-            apply_resume(manifest, cells, run_dir)
+        return run_pipeline(args, run, console)
     except ConfigError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return EXIT_BAD_INPUT
+    except Interrupted as interrupt:
+        close_run(run, "interrupted", console)
+        if run.manifest is None:
+            console.print(f"[yellow]interrupted ({interrupt}) before the run started;[/yellow] nothing was written; "
+                          "run the same command again", soft_wrap=True)
+        else:
+            console.print(f"[yellow]interrupted ({interrupt});[/yellow] continue with: {next_step_hint(run)}",
+                          soft_wrap=True)
+        return 128 + interrupt.signum
+    except DeviceLost as lost:
+        if run.manifest is not None:
+            run.manifest["interrupted_by"] = "device disconnected"
+        close_run(run, "interrupted", console)
+        console.print(f"[bold red]error:[/bold red] {lost}; reconnect the device (adb devices must list it as "
+                      f"'device') and continue with: {next_step_hint(run)}", soft_wrap=True)
+        return EXIT_FAILED
+    except OSError as error:
+        reason, fix = problem_of(error, run.run_dir)
+        close_run(run, f"failed: {reason}", console)
+        written = run.run_dir is not None and (run.run_dir / MANIFEST).is_file()
+        then = f", then continue with: {next_step_hint(run)}" if written else ", then run the same command again"
+        console.print(f"[bold red]error:[/bold red] {reason}; {fix}{then}", soft_wrap=True)
+        return EXIT_FAILED
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def check_flags(args: argparse.Namespace) -> None:
+    if args.run_dir and not (args.resume or args.analysis_only):
+        raise ConfigError("--run-dir works with --resume or --analysis-only; a new run goes to the config's "
+                          "output_root (choose another with --output-root)")
+    if args.resume and args.analysis_only:
+        raise ConfigError("--resume and --analysis-only exclude each other; --resume also runs the analysis")
+
+
+def check_writable(run_dir: Path, why: str) -> None:
+    if not os.access(run_dir, os.W_OK):
+        raise ConfigError(f"{run_dir} is read-only, so {why} cannot write to it; make it writable, or copy the "
+                          "run directory somewhere writable and pass that with --run-dir")
+
+
+def run_pipeline(args: argparse.Namespace, run: Run, console: Console) -> int:
+    check_flags(args)
+    config_path, config, cells, pairs, output_root = prepare(args)
+    for cell in cells:
+        cell.runner_json = read_runner_json(cell)
+    if args.dry_run:
+        plan = dry_run_plan(config_path, cells, pairs, build_schedule(cells, pairs), output_root)
+        if args.json:
+            print(json.dumps(plan, indent=2))
+        else:
+            show_plan(plan, console)
+        return EXIT_OK
+    device_facts = (read_json(args.device_facts, "device facts", "rerun android_pipeline.py") if args.device_facts
+                    else emulated_device_facts(config, config_path.parent))
+    run.pipeline = (device_facts or {}).get("pipeline", "mac_pipeline.py")
+    if args.analysis_only:
+        run.run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
+        claim_existing_run_dir(run.run_dir, "--analysis-only")
+        check_writable(run.run_dir, "--analysis-only")
+        console.print(f"analysing {run.run_dir}")
+        run.phase = "analysis"
+        return EXIT_OK if run_analysis(run.run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
+    if args.resume:
+        run.run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
+        _, previous_pid = claim_existing_run_dir(run.run_dir, "--resume")
+        manifest = read_manifest(run.run_dir)
+        check_writable(run.run_dir, "--resume")
+        close_stale_run(run.run_dir, manifest, previous_pid, console)
+        check_resumable(manifest, config, run.pipeline, run.run_dir)
+        console.print(f"resuming {run.run_dir}")
+        apply_resume(manifest, cells, run.run_dir, console)
+        manifest["status"] = "running"
+        manifest.pop("interrupted_by", None)
+    else:
+        facts = host_facts(console)  # before the claim: an interrupt here leaves nothing behind
+        close_stale_runs(output_root, console)
+        try:
+            run.run_dir, _ = claim_new_run_dir(output_root)
+        except OSError as error:
+            reason, fix = problem_of(error, output_root)
+            raise ConfigError(f"{reason}; {fix}") from None
+        if run.run_dir != output_root:
+            console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run.run_dir} "
+                          "(use --resume to continue the earlier one)", soft_wrap=True)
+        manifest = start_manifest(run.run_dir, config_path, config, facts, device_facts)
+    run.manifest, run.cells, run.phase = manifest, cells, "run"
+    run_dir = run.run_dir
+
     launcher = shlex.split(args.launcher) if args.launcher else None
     prepare_cells(cells, manifest, run_dir, local=launcher is None, console=console)
     cells_by_dir = {c.dir: c for c in cells}
@@ -982,14 +1415,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     steps = build_schedule(cells, pairs)
     console.print(f"[bold]{len(steps)} runner invocations[/bold] for {sum(c.status == 'pending' for c in cells)} "
                   f"experiment(s) -> {run_dir}")
-    try:
-        execute(steps, cells, manifest, run_dir, launcher, session, console)
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        write_manifest(manifest, cells, run_dir)
-        console.print(f"[yellow]interrupted;[/yellow] continue with: python scripts/mac_pipeline.py --config "
-                      f"{config_path} --resume --run-dir {run_dir}", soft_wrap=True)
-        return EXIT_INTERRUPTED
+    execute(steps, cells, manifest, run_dir, launcher, session, console)
     failed = finish(manifest, cells, run_dir)
     summarize(run_dir, console)
 
@@ -997,10 +1423,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         manifest["analysis"] = {"status": "not_run", "command": "", "detail": "no experiment completed"}
         write_json_atomic(run_dir / MANIFEST, manifest)
     elif not args.skip_analysis:
+        run.phase = "analysis"
         manifest["analysis"] = run_analysis(run_dir, config_path, console)
         write_json_atomic(run_dir / MANIFEST, manifest)
     analysis_failed = manifest.get("analysis", {}).get("status") == "failed"
     console.print(f"run directory: [bold]{run_dir}[/bold]" + (f" ({failed} experiment(s) failed)" if failed else ""))
+    if manifest["status"] == "partial":
+        waiting = [e["dir"] for e in manifest["experiments"] if e["status"] not in ("ok", "failed")]
+        console.print(f"[yellow]not run yet:[/yellow] {', '.join(waiting)}; run them with: "
+                      f"{resume_hint(run.pipeline, config_path, run_dir)}", soft_wrap=True)
     return EXIT_FAILED if failed or analysis_failed else EXIT_OK
 
 
