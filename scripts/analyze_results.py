@@ -40,7 +40,9 @@ Method::execute time; `speedup` is baseline / candidate (> 1 means the candidate
 
 Re-running: analysis outputs are derived data. In run-directory mode a re-run regenerates exactly
 the files listed above; the pipeline's own files (manifest.json, timing.json, trace.etdump,
-runner.log, kernels.log) are only read, never written. In `--etdump` mode each run writes a new
+runner.log, kernels.log) are only read, never written. An output of an earlier run that this run
+cannot regenerate (its trace is now unreadable) is renamed `<name>.stale` and a warning says so.
+Every file is written under a temporary name and renamed, so Ctrl-C (exit 130) leaves no half file. In `--etdump` mode each run writes a new
 folder (`<etdump stem>_analysis`, then `_analysis_2`, ...) and never touches an earlier one.
 """
 
@@ -49,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -63,10 +66,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-import numpy as np
-import pandas as pd
-from rich.console import Console
-from rich.table import Table
+try:
+    import numpy as np
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+except KeyboardInterrupt:  # the imports take seconds: Ctrl-C there is a normal stop
+    print("interrupted while starting: nothing was written; run the same command again", file=sys.stderr)
+    sys.exit(130)
 
 SCHEMA_VERSION = 1
 BOOTSTRAP_SAMPLES = 2000
@@ -77,6 +84,8 @@ HIGH_CV_PCT = 5.0
 # Trace and timing medians differ by the tracer's overhead; a gap this large means a unit error.
 UNIT_MISMATCH_FACTOR = 3.0
 
+# Per-experiment outputs a re-analysis regenerates; one it cannot regenerate is renamed <name>.stale.
+STALE_CANDIDATES = ("ops.csv", "op_stats.csv", "categories.csv", "kernels.csv")
 FRAMEWORK_EVENTS = {"Method::execute", "Method::init", "Program::load_method", "DELEGATE_CALL", "OPERATOR_CALL"}
 UNATTRIBUTED = "UNATTRIBUTED"
 CATEGORIES = ["CONV", "GEMM", "DATA_MOVEMENT", "ELEMENTWISE", "OTHER"]
@@ -155,7 +164,8 @@ COMPARE_TAG_ALIASES = {"PF32": "F32", "PF16": "F16", "PQS8": "QS8", "QP8": "QD8"
 KERNEL_LINE = re.compile(r"Using (?P<kind>[A-Za-z0-9_ ]+?) microkernel '(?P<name>[A-Za-z0-9_]+)'")
 XNN_DATATYPE_TOKEN = re.compile(r"^p?(bf|f|qs|qu|qd|qdu|qp|qc|qb|qa|x|s|u)\d+(w|acc)?$")
 KERNEL_QUALIFIERS = {"minmax", "fp32", "rndnu", "rndnu16", "relu", "linear"}
-ARCH_PREFIXES = {"aarch64", "aarch32", "arm", "arm64", "x86", "x64", "amd64"}
+# Tokens before the ISA in a kernel name (`__asm_aarch64_neonfma_ld128`: hand-written assembly for aarch64).
+ARCH_PREFIXES = {"asm", "aarch64", "aarch32", "arm", "arm64", "x86", "x64", "amd64"}
 TILE_TOKEN = re.compile(r"^\d+(vl)?x\d+(vl)?(x\d+)?[a-z0-9]*$|^\d+p\d*c?$|^\d+vlx\d+vl$")
 KAI_OPERATIONS = ["matmul_clamp", "imatmul_clamp", "lhs_imatmul_pack", "rhs_imatmul_pack_kxn", "lhs_quant_pack",
                   "lhs_pack", "rhs_pack_kxn", "rhs_pack_nxk"]
@@ -262,7 +272,9 @@ def split_xnnpack_kernel(name: str) -> dict[str, Any]:
         tile = isa_tokens.pop(0)
     while isa_tokens and isa_tokens[0] in ARCH_PREFIXES:
         isa_tokens.pop(0)
-    isa = normalize_isa(isa_tokens[0]) if isa_tokens else ""
+    # The ISA may follow a variant (`__16x16_reuse_dec_zip_neon`): take the first token that names one.
+    isa = next((normalize_isa(t) for t in isa_tokens if isa_family_of(normalize_isa(t)) != "other"),
+               normalize_isa(isa_tokens[0]) if isa_tokens else "")
     if not tile:
         unroll = [t for t in isa_tokens[1:] if re.fullmatch(r"u\d+", t)]
         tile = unroll[-1] if unroll else ""
@@ -455,11 +467,18 @@ def open_inspector(etdump: Path, etrecord: Optional[Path]) -> Any:
             return Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None)
         except Exception as error:  # the Inspector raises many types for a bad file
             failure = error
-    if etrecord is not None:
-        raise AnalysisError(f"{etdump}: the Inspector could not read it with {etrecord} ({type(failure).__name__}); "
-                            "check that the ETRecord belongs to this model, or run without --etrecord")
-    raise AnalysisError(f"{etdump}: the Inspector could not read this ETDump ({type(failure).__name__}); "
-                        "re-run the trace with this kit's runner")
+        # Blame the right file: if the ETDump reads alone, the ETRecord is the problem.
+        etdump_alone_reads = False
+        if etrecord is not None:
+            with contextlib.suppress(Exception):
+                Inspector(etdump_path=str(etdump))
+                etdump_alone_reads = True
+    if etdump_alone_reads:
+        raise AnalysisError(f"{etrecord}: the Inspector could not use this ETRecord with {etdump} "
+                            f"({type(failure).__name__}); pass the .etrecord exported with this model, "
+                            "or run without --etrecord")
+    raise AnalysisError(f"{etdump}: the ETDump is corrupt, the Inspector could not parse it "
+                        f"({type(failure).__name__}); re-run the trace with this kit's runner")
 
 
 def backend_label(event: Any) -> str:
@@ -600,7 +619,30 @@ def category_table(op_stats: pd.DataFrame) -> pd.DataFrame:
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     # 10 significant digits keep nanosecond resolution for durations up to seconds.
-    table.to_csv(path, index=False, float_format="%.10g")
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temporary file + rename: an interrupted or failed write never leaves a half file behind."""
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def retire_stale_outputs(folder: Path, names: Iterable[str], written: list[Path]) -> list[str]:
+    """Outputs of an earlier analysis that this one could not regenerate become <name>.stale, never left looking
+    current beside this run's errors (renamed, not deleted: they may be the only copy)."""
+    retired = []
+    for name in names:
+        path = folder / name
+        if path.exists() and path not in written:
+            path.replace(path.with_name(name + ".stale"))
+            retired.append(f"{folder.name}/{name}")
+    return retired
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -633,11 +675,31 @@ class Experiment:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AnalysisError(f"{path}: missing {what}; point --run-dir at a folder the pipeline wrote") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AnalysisError(f"{path}: cannot read the {what} ({error}); check the file, or re-run the pipeline") from None
     except json.JSONDecodeError as error:
         raise AnalysisError(f"{path}: {what} is not valid JSON (line {error.lineno}); restore it from the run") from None
+    if not isinstance(data, dict):
+        raise AnalysisError(f"{path}: the {what} is a JSON {type(data).__name__}, not an object; "
+                            "restore it from the run or re-run the pipeline")
+    return data
+
+
+def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """Fields the analysis reads must have the documented types (scripts/README.md), or it stops here."""
+    expected = {"experiments": list, "compare": (list, type(None)), "host": (dict, type(None)),
+                "device": (dict, type(None)), "runners": (dict, type(None))}
+    for key, types in expected.items():
+        if key in manifest and not isinstance(manifest[key], types):
+            raise AnalysisError(f"{path}: '{key}' has the wrong type ({type(manifest[key]).__name__}); "
+                                "restore manifest.json from the run or re-run the pipeline")
+    for key in ("experiments", "compare"):
+        if any(not isinstance(entry, dict) for entry in manifest.get(key) or []):
+            raise AnalysisError(f"{path}: an entry of '{key}' is not a JSON object; "
+                                "restore manifest.json from the run or re-run the pipeline")
 
 
 def read_timing(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -646,10 +708,15 @@ def read_timing(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
     if timing.get("schema_version") != SCHEMA_VERSION:
         raise AnalysisError(f"{path}: timing schema_version {timing.get('schema_version')!r} is not "
                             f"{SCHEMA_VERSION}; re-run the pipeline with this kit's version")
-    if timing.get("rounds"):
-        rounds = [np.asarray(r["latencies_ms"], dtype=float) for r in sorted(timing["rounds"], key=lambda r: r["round"])]
-    else:
-        rounds = [np.asarray(timing.get("latencies_ms", []), dtype=float)]
+    try:
+        if timing.get("rounds"):
+            rounds = [np.asarray(r["latencies_ms"], dtype=float).reshape(-1)
+                      for r in sorted(timing["rounds"], key=lambda r: int(r["round"]))]
+        else:
+            rounds = [np.asarray(timing.get("latencies_ms", []), dtype=float).reshape(-1)]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise AnalysisError(f"{path}: 'rounds' / 'latencies_ms' do not have the documented shape (a list of "
+                            "objects with round and latencies_ms, a list of numbers); restore the file or re-run the experiment") from None
     latencies = np.concatenate(rounds) if rounds else np.array([])
     if latencies.size == 0 or not np.all(np.isfinite(latencies)) or np.any(latencies <= 0):
         raise AnalysisError(f"{path}: latencies must be positive finite numbers; re-run the experiment")
@@ -816,7 +883,8 @@ def packed_path_warnings(exp: Experiment, cpu: dict[str, Any]) -> list[str]:
         which = "SME2" if cpu.get("sme2") else "SME"
         return [f"labelled SME2 ON on a CPU with {which}, yet no operator ran on the KleidiAI packed path "
                 "(no PF32/PF16/PQS8 op names): check the runner's SME2/SME flags"]
-    if label == "off" and exp.sme_path_ms > 0:
+    hidden = exp.meta.get("hide_cpu_features") or []
+    if label == "off" and exp.sme_path_ms > 0 and not (hidden and "sme" not in hidden):  # SME1 level: packed path expected
         return [f"labelled SME2 OFF, yet {exp.sme_path_ms:.3f} ms per inference ran on the KleidiAI SME packed "
                 "path: the OFF runner still has SME kernels"]
     return []
@@ -1221,6 +1289,25 @@ def kernels_section(experiments: list[Experiment]) -> list[str]:
     return lines
 
 
+def kernel_diff_section(comparisons: list[Comparison]) -> list[str]:
+    """Per compare pair with kernel logs on both sides: the registered kernels only one side has."""
+    lines = []
+    for comp in comparisons:
+        base, cand = comp.baseline.kernels, comp.candidate.kernels
+        if base is None or cand is None:
+            continue
+        base_set, cand_set = set(zip(base["kind"], base["name"])), set(zip(cand["kind"], cand["name"]))
+        rows = [[kind, "<br>".join(f"`{n}`" for k, n in sorted(base_set - cand_set) if k == kind) or "-",
+                 "<br>".join(f"`{n}`" for k, n in sorted(cand_set - base_set) if k == kind) or "-"]
+                for kind in sorted({k for k, _ in base_set ^ cand_set})]
+        lines += [f"### Kernel diff {comp.baseline.name} -> {comp.candidate.name}", "",
+                  f"{len(base_set & cand_set)} kernels registered by both; "
+                  + (f"{len(rows)} kinds differ:" if rows else "no kind differs."), ""]
+        if rows:
+            lines += [md_table(["kind", f"only {comp.baseline.name}", f"only {comp.candidate.name}"], rows), ""]
+    return lines
+
+
 def portable_section(experiments: list[Experiment], top_n: int) -> list[str]:
     rows = []
     for exp in experiments:
@@ -1293,7 +1380,7 @@ def write_report(path: Path, manifest: dict[str, Any], experiments: list[Experim
     ok = [e for e in experiments if e.status == "ok"]
     lines += category_section(ok) + top_ops_section(ok, top_n) + sme_section(ok, cpu)
     lines += isa_evidence_section(path.parent)
-    lines += kernels_section(ok) + portable_section(ok, top_n) + method_section()
+    lines += kernels_section(ok) + kernel_diff_section(comparisons) + portable_section(ok, top_n) + method_section()
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -1421,14 +1508,37 @@ def experiments_from_run_dir(run_dir: Path, manifest: dict[str, Any]) -> list[Ex
 
 
 def etrecord_for(exp: Experiment, override: Optional[Path]) -> Optional[Path]:
-    """--etrecord when given, else `<model>.etrecord` beside the experiment's model, when it exists."""
-    if override:
-        return override
-    model = exp.meta.get("model")
-    if model:
-        candidate = Path(model).with_suffix(".etrecord")
-        if candidate.is_file():
-            return candidate
+    """--etrecord when given, else `<model>.etrecord` beside the experiment's model, when it exists.
+
+    An ETRecord of another model reads without error and silently mislabels operators, so one whose
+    export metadata (the .json export_model.py writes beside it) names a different .pte is refused.
+    """
+    model = Path(exp.meta["model"]) if isinstance(exp.meta.get("model"), str) else None
+    etrecord = override or (model.with_suffix(".etrecord") if model else None)
+    if etrecord is None or not etrecord.is_file():
+        return None
+    problem = etrecord_model_mismatch(etrecord, model)
+    if problem:
+        exp.errors.append(problem)
+        return None
+    return etrecord
+
+
+def etrecord_model_mismatch(etrecord: Path, model: Optional[Path]) -> Optional[str]:
+    """Why this ETRecord does not belong to this .pte, when its export metadata can tell."""
+    metadata_path = etrecord.with_suffix(".json")
+    if model is None or not model.is_file() or not metadata_path.is_file():
+        return None
+    try:
+        files = json.loads(metadata_path.read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    recorded = files.get("pte_sha256") if isinstance(files, dict) else None
+    if not isinstance(recorded, str):
+        return None
+    if hashlib.sha256(model.read_bytes()).hexdigest() != recorded:
+        return (f"{etrecord}: this ETRecord belongs to another model (its export, {metadata_path.name}, made a "
+                f".pte other than {model}); pass the .etrecord exported with {model.name}, or leave --etrecord out")
     return None
 
 
@@ -1510,6 +1620,7 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], list[Exper
     if not run_dir.is_dir():
         raise AnalysisError(f"{run_dir}: no such run directory; pass the output folder a pipeline wrote")
     manifest = read_json(run_dir / "manifest.json", "manifest")
+    check_manifest_shape(run_dir / "manifest.json", manifest)
     return manifest, experiments_from_run_dir(run_dir, manifest), run_dir, str(run_dir)
 
 
@@ -1528,6 +1639,21 @@ def load_etdump_mode_trace(args: argparse.Namespace, exp: Experiment) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
+    try:
+        return analyze(args, console)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] the analysis stopped; the run's measurements are untouched, "
+                      "run the same command again to regenerate the outputs", soft_wrap=True)
+        return 130
+    except OSError as error:
+        console.print(f"[bold red]error:[/bold red] could not write {error.filename or 'the outputs'} "
+                      f"({error.strerror or error}); free disk space or fix the folder's permissions, then run "
+                      "the same command again", soft_wrap=True)
+        return 1
+
+
+def analyze(args: argparse.Namespace, console: Console) -> int:
+    """Read, analyse, write; bad input ends in one error line (exit 1)."""
     try:
         manifest, experiments, out_dir, source = prepare_inputs(args)
         cpu = cpu_facts(manifest)
@@ -1572,11 +1698,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         written += write_experiment_outputs(exp)
     if comparisons:
         write_csv(pd.concat([c.rows for c in comparisons], ignore_index=True), out_dir / "comparison.csv")
+        written.append(out_dir / "comparison.csv")
+    retired = retire_stale_outputs(out_dir, ["comparison.csv"], written)
+    for exp in experiments:
+        retired += retire_stale_outputs(exp.folder, STALE_CANDIDATES, written)
+    if retired:
+        all_warnings.append(f"outputs of an earlier analysis that this one could not regenerate were renamed to "
+                            f"*.stale: {', '.join(retired)}")
     written += make_charts([e for e in experiments if e.status == "ok"], comparisons, out_dir / "charts", args.top)
-    (out_dir / "trace.json").write_text(json.dumps(chrome_trace(experiments)))
+    write_text_atomic(out_dir / "trace.json", json.dumps(chrome_trace(experiments)))
     write_report(out_dir / "report.md", manifest, experiments, comparisons, all_warnings + errors, args.top, source)
     summary = summary_dict(source, manifest, experiments, comparisons, all_warnings, errors, args.top)
-    (out_dir / "analysis_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "analysis_summary.json", json.dumps(summary, indent=2) + "\n")
 
     print_summary(console, experiments, comparisons, all_warnings, is_emulated(manifest), out_dir)
     for error in errors:

@@ -14,7 +14,9 @@ that drift and heat hit both alike; every round's latencies and median are kept 
 order that really ran is recorded in manifest.json (`execution_log`). Experiments that fail
 (missing model or runner, a runner that crashes) are recorded with a one-line error while
 the others complete. Labels never lie: an experiment whose runner has SME2 kernels but runs
-on a CPU without SME2 is marked "SME2 not available on this CPU".
+on a CPU without SME2 is marked "SME2 not available on this CPU". An experiment with
+"hide_cpu_features" runs with the feature-mask library beside its runner preloaded
+(feature_mask_env), and fails when the runner reports that it still saw what was hidden.
 
 An earlier run is never overwritten: if output_root already holds one, this run goes to a
 new timestamped sibling (or continue the earlier run with --resume). At the end it calls
@@ -1178,7 +1180,7 @@ def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path, console: Cons
         entry = previous.get(cell.dir)
         if not entry:
             continue
-        earlier = {key: entry.get(key) for key in RESUME_KEYS}
+        earlier = {key: entry.get(key, [] if key == "hide_cpu_features" else None) for key in RESUME_KEYS}
         now = cell.settings()
         if entry.get("status") == "ok":
             changed = [key for key in RESUME_KEYS if key != "modes" and earlier[key] != now[key]]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -183,6 +184,22 @@ def run_command(command: list[str], timeout: float = COMMAND_TIMEOUT_S,
     return result.returncode, result.stdout or "", result.stderr or ""
 
 
+def shown_path(path: Path) -> str:
+    """A path as a printed line shows it: relative to the working directory when inside it. Symlinks are not
+    resolved, so a venv's bin/python stays the venv's."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def kit_command(script: str) -> str:
+    """`<running Python> <kit script>`: a fix line that pastes as is outside an activated venv (a bare
+    `python` may not have the pinned packages)."""
+    return f"{shown_path(Path(sys.executable))} {shown_path(SCRIPTS_DIR / script)}"
+
+
 def last_line(text: str) -> str:
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
 
@@ -205,11 +222,16 @@ def host_arch() -> str:
 def load_config(path: Path) -> tuple[Optional[dict[str, Any]], Check]:
     if not path.is_file():
         return None, Check("config_file", str(path), "FAIL", "no such file",
-                           "write one with: python scripts/generate_config.py --out CONFIG.json")
+                           f"write one with: {kit_command('generate_config.py')} --out CONFIG.json")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        return None, Check("config_file", str(path), "FAIL", f"cannot read it: {error}", "check the file's permissions")
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return None, Check("config_file", str(path), "FAIL",
+                           f"not UTF-8 text (byte {error.start}: {error.reason}); JSON configs must be UTF-8",
+                           "save the file as UTF-8 (or regenerate it with scripts/generate_config.py)")
+    except OSError as error:
+        return None, Check("config_file", str(path), "FAIL", f"cannot read it: {error.strerror or error}",
+                           "check the file's permissions")
     except json.JSONDecodeError as error:
         return None, Check("config_file", str(path), "FAIL",
                            f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
@@ -224,15 +246,38 @@ def check_schema(config: dict[str, Any], schema_path: Path) -> Check:
     if not schema_path.is_file():
         return Check("config_schema", str(schema_path), "FAIL", "schema file not found",
                      "put configs/config.schema.json beside scripts/ or pass --schema")
-    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    validator = strict_validator_class()(json.loads(schema_path.read_text()))
     errors = sorted(validator.iter_errors(config), key=lambda error: list(error.absolute_path))
-    if not errors:
+    too_large = [f"at {where}: the number is too large (JSON has no infinity); use an ordinary number"
+                 for where in non_finite_numbers(config)]
+    if not errors and not too_large:
         return Check("config_schema", "config", "PASS", f"valid against {schema_path.name}")
     shown = ["at " + ("/".join(str(part) for part in error.absolute_path) or "(top level)") + f": {error.message}"
              for error in errors[:MAX_SCHEMA_ERRORS]]
     more = f" (and {len(errors) - MAX_SCHEMA_ERRORS} more)" if len(errors) > MAX_SCHEMA_ERRORS else ""
-    return Check("config_schema", "config", "FAIL", "; ".join(shown) + more,
+    return Check("config_schema", "config", "FAIL", "; ".join(too_large + shown) + more,
                  f"fix the config to match {schema_path} (each property is described there)")
+
+
+def strict_validator_class() -> Any:
+    """Draft 2020-12 with integers that are JSON integers: `"runs": 1e1` is 10.0 in Python, which the schema
+    would accept and the runner refuses."""
+    def is_strict_integer(_checker: Any, instance: Any) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", is_strict_integer)
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+
+
+def non_finite_numbers(value: Any, where: str = "") -> list[str]:
+    """Paths of numbers Python read as inf/nan (`1e400`): they pass `exclusiveMinimum` and break later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [where or "(top level)"]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in non_finite_numbers(item, f"{where}/{key}".lstrip("/"))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in non_finite_numbers(item, f"{where}/{index}".lstrip("/"))]
+    return []
 
 
 def check_compare_names(config: dict[str, Any]) -> list[Check]:
@@ -281,8 +326,17 @@ def pipeline_plan(config_path: Path, args: argparse.Namespace) -> tuple[Optional
     try:
         plan = json.loads(out)
     except json.JSONDecodeError:
-        return None, Check("pipeline_plan", "config", "FAIL", "mac_pipeline.py --dry-run --json printed no JSON",
+        plan = None
+    if not (isinstance(plan, dict) and isinstance(plan.get("experiments"), list) and isinstance(plan.get("schedule"), list)
+            and all(isinstance(experiment, dict) for experiment in plan["experiments"])):
+        return None, Check("pipeline_plan", "config", "FAIL", "mac_pipeline.py --dry-run --json printed no plan",
                            "use the kit's mac_pipeline.py from the same version as this script")
+    for experiment in plan["experiments"]:
+        # A hand-edited runner.json of the wrong shape reaches us as is: keep it out of every rule below.
+        runner_json = experiment.get("runner_json")
+        if runner_json is not None and not isinstance(runner_json, dict):
+            experiment["runner_json"] = None
+            experiment["runner_json_problem"] = f"its runner.json is a JSON {type(runner_json).__name__}, not an object"
     return plan, Check("pipeline_plan", "config", "PASS",
                        f"{len(plan['experiments'])} experiment folder(s), {len(plan['schedule'])} runner invocations")
 
@@ -451,9 +505,10 @@ def probe_models(models: list[tuple[str, str]]) -> list[dict[str, Any]]:
 def check_models(plan: dict[str, Any]) -> tuple[list[Check], dict[str, Any]]:
     wanted = list(dict.fromkeys((experiment["model"], method_of(experiment))
                                 for experiment in plan["experiments"] if experiment.get("selected", True)))
-    fix_export = "export it with: python scripts/export_model.py (or fix 'model' in the config)"
-    fix_corrupt = ("the file is corrupt or not an ExecuTorch program: re-export it with scripts/export_model.py "
-                   "(same executorch version as the runner)")
+    fix_export = (f"export it with: {kit_command('export_model.py')} --outdir models, then set 'model' in "
+                  "the config to the .pte it prints")
+    fix_corrupt = (f"re-export it with {kit_command('export_model.py')} --force (same executorch version as the "
+                   "runner) and check that 'model' in the config names that new .pte")
     checks, facts, loadable = [], {}, []
     for model, method in wanted:
         path = Path(model)
@@ -489,7 +544,8 @@ def runners_of(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for experiment in plan["experiments"]:
         if experiment.get("selected", True):
             found.setdefault(experiment["runner_dir"], {"binary": experiment["runner_path"],
-                                                        "runner_json": experiment.get("runner_json")})
+                                                        "runner_json": experiment.get("runner_json"),
+                                                        "problem": experiment.get("runner_json_problem")})
     return found
 
 
@@ -542,8 +598,8 @@ def help_on_device(binary: Path, target: Target, device_dir: str) -> tuple[bool,
 def build_command(runner_name: str, platform_name: str) -> str:
     """How to build a runner like this one: source builds for SME2 ON/OFF and for Android."""
     if platform_name == "android" or "sme2" in runner_name:
-        return f"python scripts/build_runners.py --flavor source --platform {platform_name}"
-    return "python scripts/build_runners.py"
+        return f"{kit_command('build_runners.py')} --flavor source --platform {platform_name}"
+    return kit_command("build_runners.py")
 
 
 def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list[Check]:
@@ -555,9 +611,13 @@ def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list
             checks.append(Check("runner", name, "FAIL", f"runner not found: {binary}",
                                 f"build it with: {build_command(name, target.platform)}, or fix 'runner' in the config"))
             continue
+        if runner.get("problem"):
+            checks.append(Check("runner", name, "FAIL", f"{binary}: {runner['problem']}",
+                                f"rebuild it: {build_command(name, target.platform)} --force"))
+            continue
         if runner_json is None:
             checks.append(Check("runner", name, "WARN", f"no readable runner.json beside {binary}: its platform "
-                                "and SME2 kernels are unknown", "rebuild it with scripts/build_runners.py"))
+                                "and SME2 kernels are unknown", f"rebuild it: {build_command(name, target.platform)} --force"))
             problem = None
         else:
             problem = platform_problem(runner_json, target)
@@ -678,7 +738,7 @@ def check_sme2_pairs(plan: dict[str, Any], allow: bool) -> list[Check]:
         if problems:
             checks.append(Check("sme2_pair", subject, mismatch_status(allow),
                                 "the ON/OFF pair differs in more than the SME switches: " + "; ".join(problems),
-                                "build both with: python scripts/build_runners.py --flavor source (same checkout, "
+                                f"build both with: {kit_command('build_runners.py')} --flavor source (same checkout, "
                                 "same flags but XNNPACK_ENABLE_ARM_SME2/SME) and give both experiments the same "
                                 "settings; or pass --allow-mismatch to compare anyway"))
         elif labels == (True, False):
@@ -808,7 +868,7 @@ def build_report(args: argparse.Namespace, checks: list[Check], facts: dict[str,
     warned = any(check.status == "WARN" for check in checks)
     pipeline = "android_pipeline.py" + (f" --serial {args.serial}" if args.serial else "") \
         if facts.get("platform") == "android" else "mac_pipeline.py"
-    run_command_text = f"python scripts/{pipeline} --config {facts['config_path']}"
+    run_command_text = f"{kit_command(pipeline)} --config {facts['config_path']}"
     if failed:
         verdict, action = "fail", "troubleshoot"
         hint = f"fix each FAIL row as its fix says and validate again; stuck: see {TROUBLESHOOTING_KIT}"
@@ -866,7 +926,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
-    checks, facts = run_checks(args)
+    try:
+        checks, facts = run_checks(args)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] nothing was checked to the end (this script writes "
+                      "nothing); run the same command again", highlight=False, soft_wrap=True)
+        return 130
     report = build_report(args, checks, facts)
     if args.json:
         print(json.dumps(report, indent=2))
