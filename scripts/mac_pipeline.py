@@ -19,7 +19,9 @@ on a CPU without SME2 is marked "SME2 not available on this CPU". An experiment 
 (feature_mask_env), and fails when the runner reports that it still saw what was hidden.
 
 An earlier run is never overwritten: if output_root already holds one, this run goes to a
-new timestamped sibling (or continue the earlier run with --resume). At the end it calls
+new timestamped sibling (or continue the earlier run with --resume). The run directory is
+claimed atomically and locked while this runs; Ctrl-C, SIGTERM or SIGHUP stop the runner's
+whole process group and leave the run `interrupted` for --resume. At the end it calls
 scripts/analyze_results.py --run-dir <run> for the CSVs, charts and report.md.
 
 Example:
