@@ -1090,7 +1090,7 @@ def dry_run_plan(config_path: Path, cells: list[Cell], pairs: list[dict], steps:
         "run_dir": str(fresh_run_dir(output_root)),
         "experiments": [{**c.settings(), "name": c.name, "threads": c.threads, "dir": c.dir,
                          "runner_dir": str(c.runner_dir), "runner_json": c.runner_json,
-                         "timeout_s": c.timeout_s, "selected": c.selected} for c in cells],
+                         "timeout_s": c.timeout_s, "selected": c.selected, "emulator": c.emulator} for c in cells],
         "compare": pairs,
         "schedule": [{"round": s.round, "experiment": s.cell.dir, "mode": s.mode} for s in steps],
     }

@@ -341,3 +341,21 @@ def test_setup_emulator_without_debian_is_a_failure_only_in_ci(ci, code, tmp_pat
     last = (result.stderr if ci else result.stdout).strip().splitlines()[-1]
     assert last.startswith("error: " if ci else "skip: ") and "qemu-user >= 11" in last
     assert not (tmp_path / "emulator/bin").exists()
+
+
+def test_validate_pipeline_checks_the_emulated_platform(emulator, arm64_runner, toy_pte, venv_python, tmp_path):
+    """The arm64 runner is right for the emulated platform, the target CPU is QEMU's, and a missing QEMU is a FAIL."""
+    result = run([venv_python, SCRIPTS / "generate_config.py", "--platform", "emulated", "--model", toy_pte,
+                  "--output-root", tmp_path / "run", "--out", tmp_path / "ok.json"], cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run([venv_python, SCRIPTS / "validate_pipeline.py", "--config", tmp_path / "ok.json", "--json"])
+    report = json.loads(result.stdout)
+    assert [c for c in report["checks"] if c["status"] == "FAIL"] == [] and result.returncode == 0
+    assert report["facts"]["cpu"]["emulated"] is True and report["facts"]["cpu"]["sme2"] is True
+    config = json.loads((tmp_path / "ok.json").read_text())
+    config["emulator"]["qemu"] = "no_such_dir/qemu-aarch64"
+    (tmp_path / "no_qemu.json").write_text(json.dumps(config))
+    result = run([venv_python, SCRIPTS / "validate_pipeline.py", "--config", tmp_path / "no_qemu.json", "--json"])
+    failed = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"]
+    assert result.returncode != 0 and [c["id"] for c in failed] == ["target_cpu"]
+    assert "emulator not found" in failed[0]["detail"] and "setup_emulator.sh" in failed[0]["fix"]
