@@ -55,8 +55,9 @@ ANDROID_SUFFIX = "-android"
 # Platform emulated: the cross-built arm64 runner under qemu-aarch64 >= 11 (scripts/setup_emulator.sh).
 EMULATED_RUNNER = "prebuilt-linux-aarch64"
 DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
-# Emulated SME runs about a thousand times slower than the hardware: one short round is enough to see the path.
-RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 0, "rounds": 1}, "other": {"runs": 10, "warmup": 2, "rounds": 3}}
+# Emulated SME is slow (toy_cnn fp32: seconds per inference): one round of one run, after one warm-up run that
+# translates the code, is enough to see the path.
+RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 1, "rounds": 1}, "other": {"runs": 10, "warmup": 2, "rounds": 3}}
 
 
 class ConfigInputError(Exception):
@@ -302,7 +303,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                              "sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
     parser.add_argument("--runs", type=int, help="measured runs per round (default 10; emulated 1)")
-    parser.add_argument("--warmup", type=int, help="warm-up runs before each round (default 2; emulated 0)")
+    parser.add_argument("--warmup", type=int,
+                        help="warm-up runs before each round (default 2; emulated 1: the first run translates the code)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; emulated 1)")
     parser.add_argument("--qemu", type=Path, default=DEFAULT_QEMU,
                         help="--platform emulated: qemu-aarch64 >= 11 (default build/emulator/bin/qemu-aarch64, "

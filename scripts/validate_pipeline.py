@@ -161,6 +161,7 @@ class Target:
     serial: Optional[str] = None
     device: Optional[dict[str, Any]] = None
     adb: str = "adb"
+    emulator: list[str] = field(default_factory=list)  # platform emulated: the qemu-aarch64 prefix
 
 
 class ProbeError(Exception):
@@ -560,9 +561,31 @@ def damaged_runner_json(path: Path) -> Optional[str]:
     return None if isinstance(facts, dict) else f"its runner.json is a JSON {type(facts).__name__}, not an object"
 
 
+def emulated_target(plan: dict[str, Any], target: Target) -> list[Check]:
+    """Platform emulated: the runners run under the qemu-aarch64 that mac_pipeline.py's plan names,
+    on its emulated CPU (QEMU 11's -cpu max has SME and SME2; max,sme=off has neither)."""
+    emulator = next((e["emulator"] for e in plan.get("experiments", []) if e.get("emulator")), None)
+    if not emulator:
+        return []
+    target.emulator, cpu_model = list(emulator), emulator[-1]
+    code, out, _ = run_command([emulator[0], "--version"]) if Path(emulator[0]).is_file() else (1, "", "")
+    major = re.search(r"version (\d+)\.", out)
+    if code != 0 or not major:
+        target.cpu = {"sme2": None, "sme": None, "emulated": True}
+        return [Check("target_cpu", "emulator", "FAIL", f"emulator not found: {emulator[0]}",
+                      "run ./scripts/setup_emulator.sh, or fix 'emulator' in the config")]
+    sme = "sme=off" not in cpu_model
+    target.cpu = {"chip": f"QEMU {major.group(1)} -cpu {cpu_model}", "cores": os.cpu_count(), "emulated": True,
+                  "sme": sme, "sme2": sme and int(major.group(1)) >= 11}
+    return [describe_cpu(target.cpu, "the emulated CPU")]
+
+
 def platform_problem(runner_json: dict[str, Any], target: Target) -> Optional[str]:
     built_for = runner_json.get("platform")
     arch = str(runner_json.get("target_arch", "")).lower()
+    if target.emulator:
+        return None if built_for == "linux-aarch64" else (f"built for {built_for}; the emulated platform runs "
+                                                          "prebuilt-linux-aarch64 (build_runners.py --platform linux-aarch64)")
     if target.platform == "android":
         # linux-aarch64 runners are self-contained arm64 folders (boards, emulated devices): --help decides.
         return None if built_for in ("android", "linux-aarch64") else f"built for {built_for}, not android"
@@ -577,8 +600,8 @@ def platform_problem(runner_json: dict[str, Any], target: Target) -> Optional[st
     return None
 
 
-def help_on_host(binary: Path) -> tuple[bool, str]:
-    code, out, err = run_command([str(binary), "--help"])
+def help_on_host(binary: Path, prefix: Optional[list[str]] = None) -> tuple[bool, str]:
+    code, out, err = run_command([*(prefix or []), str(binary), "--help"])
     if code == 0 and "--model_path" in out + err:
         return True, "--help works"
     return False, f"--help failed: {last_line(err) or last_line(out) or f'exit {code}'}"
@@ -643,8 +666,11 @@ def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list
                 checks.append(Check("runner", name, "SKIP", "no device to run --help on"))
                 continue
             works, how = help_on_device(binary, target, device_dir)
+        elif target.emulator and not Path(target.emulator[0]).is_file():
+            checks.append(Check("runner", name, "SKIP", "no emulator to run --help under (see target_cpu)"))
+            continue
         else:
-            works, how = help_on_host(binary)
+            works, how = help_on_host(binary, target.emulator)
         if not works:
             checks.append(Check("runner", name, "FAIL", f"{binary}: {how}",
                                 f"rebuild it: {build_command(name, target.platform)} --force"))
@@ -857,7 +883,7 @@ def run_checks(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         finding_target = pool.submit(find_target, platform_name, args.serial, find_adb(args.adb))
         model_checks, facts["models"] = check_models(plan) if plan is not None else ([], {})
         target, target_checks = finding_target.result()
-    checks += target_checks
+    checks += (emulated_target(plan, target) if plan is not None else []) or target_checks
     facts.update(platform=platform_name, cpu=target.cpu, device=target.device)
     if plan is None:
         checks += [Check(check_id, "config", "SKIP", "needs a config the pipeline accepts (see pipeline_plan)")
