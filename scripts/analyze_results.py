@@ -241,31 +241,18 @@ def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment,
     return [(job["pair"], Path(job["out"])) for job in compare_jobs]
 
 
-def timing_source(exp: Experiment) -> Optional[tuple[str, Path]]:
-    """What timing_stats.py reads for an experiment: timing.json, else the traced runs."""
-    if exp.timing_path is not None:
-        return "timing", exp.timing_path
-    if exp.breakdown is not None:
-        return "trace", exp.folder / "runs.csv"
-    return None
-
-
 def run_timing_stage(experiments: list[Experiment], pairs: list[tuple[Experiment, Experiment]],
                      out: Path) -> dict[str, Any]:
     """timing_stats.py for every experiment and pair; E2E from timing mode, else from the trace."""
     command = [str(TIMING_STATS), "--out", str(out)]
     for exp in experiments:
-        source = timing_source(exp)
-        if source:
-            command += ["--experiment", exp.name, str(source[1])]
-            if source[0] == "timing" and exp.breakdown is not None:
-                command += ["--experiment", f"{exp.name}#trace", str(exp.folder / "runs.csv")]
+        if exp.timing_path is not None:
+            command += ["--experiment", exp.name, str(exp.timing_path)]
+        if exp.breakdown is not None:
+            command += ["--trace-runs", exp.name, str(exp.folder / "runs.csv")]
     for base, cand in pairs:
-        both_timed = base.timing_path is not None and cand.timing_path is not None
-        # Both sides from the same mode: timing when both have it, else both from their traces.
-        command += ["--pair"] + [exp.name if both_timed or exp.timing_path is None else f"{exp.name}#trace"
-                                 for exp in (base, cand)]
-    if not any(arg == "--experiment" for arg in command):
+        command += ["--pair", base.name, cand.name]
+    if "--experiment" not in command and "--trace-runs" not in command:
         return {"experiments": {}, "pairs": []}
     run_stage(command, "timing_stats.py")
     stats = read_json(out, "timing_stats.py output")
@@ -397,7 +384,7 @@ def build_comparisons(pairs: list[tuple[Experiment, Experiment]], stats: dict[st
                       compare_csvs: list[tuple[str, Path]], cpu: dict[str, Any]) -> list[Comparison]:
     by_pair = {}
     for entry in stats.get("pairs") or []:
-        by_pair[(entry["baseline"].removesuffix("#trace"), entry["candidate"].removesuffix("#trace"))] = entry
+        by_pair[(entry["baseline"], entry["candidate"])] = entry
     csvs = dict(compare_csvs)
     comparisons = []
     for base, cand in pairs:
@@ -410,7 +397,7 @@ def build_comparisons(pairs: list[tuple[Experiment, Experiment]], stats: dict[st
             rows = pd.concat([rows, pd.read_csv(csvs[pair])], ignore_index=True)
         comparison = Comparison(base, cand, speedup, rows, category_narrative(base, cand, rows))
         comparison.warnings = list(speedup.get("warnings") or []) + sme_checks(base, cand, cpu)
-        if base.timing_path is None or cand.timing_path is None:
+        if speedup.get("source") == "trace":
             comparison.warnings.append("speedup from traced runs (no timing.json on both sides): tracer overhead "
                                        "included")
         comparisons.append(comparison)
@@ -1183,7 +1170,8 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
     with tempfile.TemporaryDirectory(prefix="analysis_") as tmp:
         work = Path(tmp)
         # A plain line, not a spinner: a refresh thread slows the Inspector's import-heavy start.
-        console.print("Reading ETDumps with the ExecuTorch Inspector (trace_breakdown.py)...")
+        if not args.etdump:  # a bad single ETDump must give exactly one line
+            console.print("Reading ETDumps with the ExecuTorch Inspector (trace_breakdown.py)...")
         compare_csvs = run_trace_stage([e for e in experiments if e.status == "ok"], pairs, cpu, etrecords, work)
         rules = json.loads((work / "rules.json").read_text()) if (work / "rules.json").is_file() else None
         stats = run_timing_stage([e for e in experiments if e.status == "ok"], pairs, out_dir / "e2e_stats.json")

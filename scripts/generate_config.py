@@ -2,13 +2,19 @@
 """Write a profiling pipeline config (configs/config.schema.json) from flags or prompts.
 
 A config names the model, the run directory and the experiments to run, and which of
-them to compare. Three comparisons are built in, combinable:
+them to compare. Built-in comparisons (sme2/backends/threads combine):
 
   sme2      sme2_off (baseline) vs sme2_on (candidate): the same model on the two source
             builds of build_runners.py (Apple M4 Mac, or an Armv9 phone with SME2)
   backends  portable vs xnnpack: the portable export vs the XNNPACK export, on one runner
             (what any host can compare, including one without SME2)
   threads   the candidate at the first vs the last --threads count
+  dtypes    two exports of one model, e.g. fp32 (baseline) vs int8 (candidate): give
+            --model twice; their operators are paired by operation in comparison.csv
+  none      one experiment, no comparison: profile a single model
+
+With no --compare on Linux, one --model gives a single profile unless its portable twin
+(<model>_portable_<dtype>.pte beside it) exists, which makes it a backends comparison.
 
 Paths you give are relative to where you run this; the config stores them relative to
 its own folder, which is how the pipeline resolves them. Runner names without a slash
@@ -20,6 +26,9 @@ Example:
     python scripts/generate_config.py --platform mac --model models/toy_cnn_xnnpack_fp32.pte \\
         --output-root out/mac_sme2 --runs 20 --out my_mac.json
     python scripts/generate_config.py --platform linux --compare backends threads --threads 1 2 --out my.json
+    python scripts/generate_config.py --platform linux --model my_model.pte --out profile.json
+    python scripts/generate_config.py --platform linux --compare dtypes \
+        --model models/toy_cnn_xnnpack_fp32.pte --model models/toy_cnn_xnnpack_int8.pte --out dtypes.json
     python scripts/generate_config.py --interactive
 """
 
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -39,7 +49,8 @@ from rich.syntax import Syntax
 
 SCHEMA_VERSION = 1
 PLATFORMS = ("mac", "linux", "android")
-COMPARISONS = ("sme2", "backends", "threads")
+COMPARISONS = ("sme2", "backends", "threads", "dtypes", "none")
+EXPORT_DTYPE = re.compile(r"_(?:xnnpack|portable)_(?P<dtype>[a-z0-9]+)$")
 MODES = ("timing", "trace", "kernels")
 DEFAULT_MODEL = "models/toy_cnn_xnnpack_fp32.pte"
 ANDROID_SUFFIX = "-android"
@@ -55,6 +66,29 @@ def host_platform() -> str:
 
 def default_comparisons(platform_name: str) -> list[str]:
     return ["backends"] if platform_name == "linux" else ["sme2"]
+
+
+def auto_comparisons(args: argparse.Namespace) -> list[str]:
+    """No --compare: backends when the portable twin of the one model exists (Linux), else one profile."""
+    if args.platform != "linux":
+        return default_comparisons(args.platform)
+    if len(args.models) > 1:
+        raise ConfigInputError("two --model given: say what to compare, e.g. --compare dtypes")
+    if args.portable_model or ("_xnnpack_" in Path(args.models[0]).name and Path(portable_twin(args.models[0])).is_file()):
+        return ["backends"]
+    return ["none"]
+
+
+def dtype_name(model: str) -> str:
+    """The dtype of an export: export_model.py's <stem>.json, else its file name, else the file stem."""
+    sidecar = Path(model).with_suffix(".json")
+    try:
+        dtype = json.loads(sidecar.read_text()).get("dtype") if sidecar.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        dtype = None
+    match = EXPORT_DTYPE.search(Path(model).stem)
+    name = str(dtype or (match.group("dtype") if match else Path(model).stem))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip("._-") or "model"
 
 
 def portable_twin(model: str) -> str:
@@ -84,6 +118,11 @@ def make_comment(args: argparse.Namespace) -> str:
                      f"--platform {args.platform}")
     if "backends" in args.compare:
         parts.append("portable export (baseline) vs XNNPACK export (candidate) on one runner")
+    if "dtypes" in args.compare:
+        parts.append(f"{Path(args.models[0]).name} (baseline) vs {Path(args.models[1]).name} (candidate): two "
+                     "exports of one model, operators paired by operation")
+    if "none" in args.compare:
+        parts.append(f"one profile of {Path(args.models[0]).name}, no comparison")
     if "threads" in args.compare:
         parts.append(f"{args.threads[0]} vs {args.threads[-1]} threads")
     if args.platform == "linux":
@@ -113,22 +152,44 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         raise ConfigInputError("--compare threads needs two or more --threads counts, e.g. --threads 1 2")
     if "sme2" in args.compare and "backends" in args.compare:
         raise ConfigInputError("--compare sme2 and backends make two unrelated pairs; write two configs")
+    if "none" in args.compare and len(args.compare) > 1:
+        raise ConfigInputError("--compare none is a single profile; leave the other comparisons out")
+    if "dtypes" in args.compare and (len(args.models) != 2 or set(args.compare) - {"dtypes", "threads"}):
+        raise ConfigInputError("--compare dtypes needs exactly two --model (baseline first, e.g. fp32 then int8) "
+                               "and combines only with threads")
+    if "dtypes" not in args.compare and len(args.models) > 1:
+        raise ConfigInputError("more than one --model is for --compare dtypes")
     runners = runner_names(args)
-    model = relative_to(args.model, config_dir)
+    model = relative_to(args.models[0], config_dir)
     experiments, compare = [], []
-    if "sme2" in args.compare:
+    if "dtypes" in args.compare:
+        names = [dtype_name(m) for m in args.models]
+        if names[0] == names[1]:
+            names = [f"{names[0]}_a", f"{names[1]}_b"]
+        for name, path in zip(names, args.models):
+            experiments.append(experiment(name, runners["single"], args, args.threads,
+                                          model=relative_to(path, config_dir)))
+        compare.append({"baseline": names[0], "candidate": names[1]})
+        candidate = names[1]
+    elif "none" in args.compare:
+        experiments.append(experiment("profile", runners["single"], args, args.threads))
+        candidate = "profile"
+    elif "sme2" in args.compare:
         experiments += [experiment("sme2_off", runners["off"], args, args.threads),
                         experiment("sme2_on", runners["on"], args, args.threads)]
         compare.append({"baseline": "sme2_off", "candidate": "sme2_on"})
         candidate = "sme2_on"
     else:
-        portable = relative_to(args.portable_model or portable_twin(args.model), config_dir)
+        portable = relative_to(args.portable_model or portable_twin(args.models[0]), config_dir)
         if "backends" in args.compare:
             experiments.append(experiment("portable", runners["single"], args, args.threads[:1], model=portable))
             compare.append({"baseline": "portable", "candidate": "xnnpack"})
         experiments.append(experiment("xnnpack", runners["single"], args, args.threads))
         candidate = "xnnpack"
     if "threads" in args.compare:
+        if "dtypes" in args.compare:  # the dtype pair compares at each thread count's first
+            compare[0] = {"baseline": f"{compare[0]['baseline']}_t{args.threads[0]}",
+                          "candidate": f"{compare[0]['candidate']}_t{args.threads[0]}"}
         compare.append({"baseline": f"{candidate}_t{args.threads[0]}", "candidate": f"{candidate}_t{args.threads[-1]}"})
     return {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
             "model": model, "output_root": relative_to(args.output_root, config_dir),
@@ -168,10 +229,12 @@ def ask(args: argparse.Namespace, console: Console) -> None:
     unknown = [c for c in args.compare if c not in COMPARISONS]
     if unknown:
         raise ConfigInputError(f"unknown comparison {unknown[0]}; choose from {', '.join(COMPARISONS)}")
-    args.model = Prompt.ask("Model (.pte)", default=args.model)
+    args.models = [Prompt.ask("Model (.pte)", default=args.models[0])]
+    if "dtypes" in args.compare:
+        args.models.append(Prompt.ask("Second model (.pte, the candidate)"))
     if "sme2" not in args.compare:
         try:
-            guess = args.portable_model or portable_twin(args.model)
+            guess = args.portable_model or portable_twin(args.models[0])
         except ConfigInputError:
             guess = None
         if "backends" in args.compare:
@@ -208,16 +271,18 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="where the runners run (default: this host)")
     parser.add_argument("--compare", nargs="+", choices=COMPARISONS,
                         help="what to compare (default: sme2 on mac/android, backends on linux)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the XNNPACK .pte (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", dest="models", action="append",
+                        help=f"the .pte to profile (default {DEFAULT_MODEL}); twice with --compare dtypes")
     parser.add_argument("--portable-model", help="the portable .pte for --compare backends "
                                                  "(default: the model's name with _portable_ for _xnnpack_)")
     parser.add_argument("--runner", help="runner for backends/threads (default prebuilt; android: sme2_on-android)")
     parser.add_argument("--runner-on", help="SME2 ON runner (default sme2_on, android: sme2_on-android)")
     parser.add_argument("--runner-off", help="SME2 OFF runner (default sme2_off, android: sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
-    parser.add_argument("--runs", type=int, default=10, help="measured runs per round (default 10)")
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per round (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up runs before each round (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds, each a separate process "
+                        "(default 10; 5+ give CIs between processes)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (default 1)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["timing", "trace"],
                         help="modes per experiment (default timing trace)")
@@ -227,7 +292,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.add_argument("--interactive", action="store_true", help="ask for each value with rich prompts")
     parser.add_argument("--schema", type=Path, help="schema to validate against (default configs/config.schema.json)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.models = args.models or [DEFAULT_MODEL]
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -239,7 +306,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             ask(args, console)
         elif args.out is None:
             raise ConfigInputError("--out is required (a file name, or '-' to print); or use --interactive")
-        args.compare = args.compare or default_comparisons(args.platform)
+        args.compare = args.compare or (default_comparisons(args.platform) if args.interactive
+                                        else auto_comparisons(args))
         args.output_root = args.output_root or default_output_root(args)
         to_stdout = str(args.out) == "-"
         config = build_config(args, Path.cwd() if to_stdout else args.out.resolve().parent)

@@ -222,8 +222,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=SCRIPTS.parent / "out" / "quick_test",
                         help="where models, config and runs go (default out/quick_test)")
-    parser.add_argument("--runs", type=int, default=20, help="measured runs per round (default 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--runs", type=int, default=6, help="measured runs per round (default 6)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, each a separate process "
+                        "(default 5: enough for CIs between processes)")
     parser.add_argument("--reexport", action="store_true", help="export the models again even if present")
     return parser.parse_args(argv)
 

@@ -13,8 +13,10 @@ Example:
         --experiment xnnpack_t1 out/run/xnnpack_t1/timing.json \\
         --pair portable_t1 xnnpack_t1 --out /tmp/e2e_stats.json
 
-Inputs: a pipeline timing.json (rounds), a runner --timing_json file (one round), or the runs.csv
-of trace_breakdown.py (traced runs, one process: its execute_ms column).
+Inputs: --experiment NAME FILE takes a pipeline timing.json (rounds) or a runner --timing_json file
+(one round); --trace-runs NAME FILE takes the runs.csv of trace_breakdown.py (traced runs in one
+process, tracer attached: its execute_ms column). An experiment's E2E comes from its timing file,
+else from its traced runs; a pair uses timing when both sides have it, else both sides' traces.
 
 Output (--out, JSON):
   {"schema_version", "method", "bootstrap": {"samples", "seed"},
@@ -22,7 +24,7 @@ Output (--out, JSON):
                           "ci_method", "rel_ci_width_pct", "mean_ms", "min_ms", "max_ms", "p90_ms",
                           "p99_ms", "std_ms", "cv_pct", "round_medians_ms", "round_ci95_ms",
                           "rounds_agree", "rounds_note", "warnings"}},
-   "pairs": [{"baseline", "candidate", "speedup", "ci95_low", "ci95_high", "rounds", "method",
+   "pairs": [{"baseline", "candidate", "source", "speedup", "ci95_low", "ci95_high", "rounds", "method",
               "warnings"}]}
 
 `rel_ci_width_pct` is (CI high - CI low) / median; `rounds_agree` is false when two rounds'
@@ -205,8 +207,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="E2E latency medians, CIs between processes (rounds, then runs) and speedups of compare pairs.",
         epilog=doc[doc.index("Inputs:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", nargs=2, action="append", metavar=("NAME", "FILE"), required=True,
-                        help="an experiment and its timing.json (or trace_breakdown.py runs.csv); repeat")
+    parser.add_argument("--experiment", nargs=2, action="append", default=[], metavar=("NAME", "FILE"),
+                        help="an experiment and its timing.json; repeat")
+    parser.add_argument("--trace-runs", nargs=2, action="append", default=[], metavar=("NAME", "FILE"),
+                        help="an experiment and the runs.csv of its trace (trace_breakdown.py); repeat")
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASELINE", "CANDIDATE"),
                         help="a compare pair of experiment names; repeat")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write ('-' prints it)")
@@ -216,21 +220,27 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
-    experiments, rounds_of, errors = {}, {}, {}
-    for name, file in args.experiment:
-        try:
-            rounds_of[name], source = read_rounds(Path(file))
-            experiments[name] = experiment_stats(rounds_of[name], source)
-        except StatsError as error:
-            errors[name] = str(error)
-            experiments[name] = {"error": str(error)}
+    experiments, errors = {}, {}
+    rounds_of: dict[str, dict[str, list[np.ndarray]]] = {"timing": {}, "trace": {}}
+    for kind, entries in (("trace", args.trace_runs), ("timing", args.experiment)):
+        for name, file in entries:
+            try:
+                rounds, source = read_rounds(Path(file))
+            except StatsError as error:
+                errors[name] = str(error)
+                experiments.setdefault(name, {"error": str(error)})
+                continue
+            rounds_of[kind][name] = rounds
+            experiments[name] = experiment_stats(rounds, source)  # timing (read last) wins over the trace
+            errors.pop(name, None)
     pairs = []
     for base, cand in args.pair:
-        if base not in rounds_of or cand not in rounds_of:
-            missing = next(n for n in (base, cand) if n not in rounds_of)
-            pairs.append({"baseline": base, "candidate": cand, "error": f"no latencies for {missing}"})
+        kind = next((k for k in ("timing", "trace") if base in rounds_of[k] and cand in rounds_of[k]), None)
+        if kind is None:
+            pairs.append({"baseline": base, "candidate": cand, "error": "no latencies of one mode on both sides"})
             continue
-        pairs.append({"baseline": base, "candidate": cand, **pair_speedup(rounds_of[base], rounds_of[cand])})
+        pairs.append({"baseline": base, "candidate": cand, "source": kind,
+                      **pair_speedup(rounds_of[kind][base], rounds_of[kind][cand])})
     document = jsonable({"schema_version": SCHEMA_VERSION,
                          "method": "median of all runs; 95 % percentile bootstrap CI resampling rounds (processes), "
                                    "then runs within each drawn round",

@@ -27,7 +27,8 @@ Files written into --outdir (one traced experiment):
       UNATTRIBUTED_ms, sme_path_ms, outlier, outlier_reason
   op_instances.csv   one row per operator instance (stable across runs)
       instance_id, position, delegate_call, name, op_type, category, backend, median_ms, mean_ms,
-      max_ms, share_pct, etrecord_node
+      max_ms, share_pct, etrecord_node (graph nodes from the ETRecord when one is given; an
+      XNNPACK operator gets the nodes its delegate call lowered)
   op_stats.csv       one row per op type, plus an UNATTRIBUTED row
       op_type, category, subcategory, backend, kernel_path, sme_path, instances_per_run, count,
       ms_per_inference, ci95_low_ms, ci95_high_ms, mean_ms, p90_ms, min_ms, max_ms,
@@ -388,6 +389,9 @@ def runs_from_inspector(inspector: Any) -> list[tuple[int, list[TraceEvent]]]:
                        key=lambda iid: min(e.start_time[0] for e, k in timed if k[0] == "delegate_call"
                                            and e._instruction_id == iid))
         call_index = {iid: n for n, iid in enumerate(calls, start=1)}
+        # The ETRecord maps a delegate call, not XNNPACK's own operators, to graph nodes: an XNNPACK
+        # operator gets the nodes its delegate call lowered.
+        call_nodes = {e._instruction_id: node_of(e) for e, kind in timed if kind[0] == "delegate_call"}
         for k in range(len(execute.perf_data.raw)):
             origin = execute.start_time[k]
             events, position = [], 0
@@ -398,7 +402,8 @@ def runs_from_inspector(inspector: Any) -> list[tuple[int, list[TraceEvent]]]:
                 # Start ticks are nanoseconds (ExecuTorch's default PAL clock); durations are already ms.
                 events.append(TraceEvent(event.name, kind, (event.start_time[k] - origin) / 1000.0,
                                          event.perf_data.raw[k] * 1000.0, event._instruction_id, backend,
-                                         node_of(event) if kind == "op" else "", position if kind == "op" else 0,
+                                         (node_of(event) or call_nodes.get(event._instruction_id, ""))
+                                         if kind == "op" else "", position if kind == "op" else 0,
                                          call_index.get(event._instruction_id, 0) if backend != "portable" else 0))
             runs.append((origin, events))
     runs.sort(key=lambda item: item[0])
