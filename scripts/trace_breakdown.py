@@ -27,8 +27,7 @@ Files written into --outdir (one traced experiment):
       UNATTRIBUTED_ms, sme_path_ms, outlier, outlier_reason
   op_instances.csv   one row per operator instance (stable across runs)
       instance_id, position, delegate_call, name, op_type, category, backend, median_ms, mean_ms,
-      max_ms, share_pct, etrecord_node (graph nodes from the ETRecord when one is given; an
-      XNNPACK operator gets the nodes its delegate call lowered)
+      max_ms, share_pct, etrecord_node
   op_stats.csv       one row per op type, plus an UNATTRIBUTED row
       op_type, category, subcategory, backend, kernel_path, sme_path, instances_per_run, count,
       ms_per_inference, ci95_low_ms, ci95_high_ms, mean_ms, p90_ms, min_ms, max_ms,
@@ -45,7 +44,9 @@ category and op-type rows of comparison.csv (see scripts/README.md).
 
 Column meanings: `ms_per_inference` is the MEDIAN over kept runs of the per-run sum; `share_*` is
 that median over the median Method::execute of the kept runs (medians do not add up exactly, so
-the shares sum to about, not exactly, 100 %); `instances_per_run` is operator events per run.
+the shares sum to about, not exactly, 100 %); `instances_per_run` is operator events per run;
+`etrecord_node` names the graph nodes from the ETRecord when one is given (an XNNPACK operator gets
+the nodes its delegate call lowered: the ETRecord maps delegate calls, not XNNPACK's operators).
 """
 
 from __future__ import annotations

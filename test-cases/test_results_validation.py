@@ -546,3 +546,57 @@ def test_packed_path_check_covers_sme_and_sme2_cpus(analyzer: ModuleType, analyz
     assert analyzer.packed_path_warnings(exp, {"sme": False, "sme2": False}) == []
     exp.meta["sme2_label"] = "off"
     assert analyzer.packed_path_warnings(exp, {"sme": True, "sme2": True}) == []
+
+
+TWO_DELEGATES_EXPORT = """
+import sys, torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+
+class TwoDelegates(torch.nn.Module):
+    # XNNPACK has no cumsum: the graph splits into two delegate calls around two portable ops.
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(6)])
+        self.second = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(5)])
+
+    def forward(self, x):
+        return self.second(torch.cumsum(torch.cumsum(self.first(x), dim=3), dim=2))
+
+torch.manual_seed(0)
+program = torch.export.export(TwoDelegates().eval(), (torch.randn(1, 4, 8, 8),))
+open(sys.argv[1], "wb").write(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+                              .to_executorch().buffer)
+"""
+
+
+def test_instances_per_run_with_two_delegate_calls(tmp_path: Path, prebuilt_runner: Path, venv_python: str,
+                                                   repo_root: Path) -> None:
+    """11 convolutions in two XNNPACK delegate calls (numbered #1.. afresh in each) and two portable
+    cumsums between them: every instance is counted and has its own id."""
+    subprocess.run([venv_python, "-c", TWO_DELEGATES_EXPORT, str(tmp_path / "two.pte")], check=True,
+                   capture_output=True)
+    run_runner(prebuilt_runner, tmp_path / "two.pte", 4, ["--etdump_path", str(tmp_path / "two.etdump")])
+    done = subprocess.run([venv_python, str(repo_root / "scripts/trace_breakdown.py"), "--etdump",
+                           str(tmp_path / "two.etdump"), "--outdir", str(tmp_path / "out")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    per_run = {r["op_type"]: int(r["instances_per_run"]) for r in read_csv(tmp_path / "out" / "op_stats.csv")}
+    assert per_run["Convolution (NHWC, F32) IGEMM"] == 11 and per_run["native_call_cumsum.out"] == 2
+    # The Inspector's own events of one run, counted per op type, are the real counts.
+    raw = inspector_events(tmp_path / "two.etdump")
+    real: dict[str, int] = {}
+    for name, values in raw.items():
+        if name not in FRAMEWORK_EVENTS:
+            op_type = re.sub(r" #\d+$", "", name)
+            real[op_type] = real.get(op_type, 0) + len(values) // 4
+    assert {k: v for k, v in per_run.items() if k != "(framework and delegate overhead)"} == real
+    instances = read_csv(tmp_path / "out" / "op_instances.csv")
+    assert len({r["instance_id"] for r in instances}) == len(instances) == sum(real.values())
+    calls = [(int(r["delegate_call"]), r["name"]) for r in instances if r["name"].startswith("Convolution")]
+    assert [c for c, _ in calls] == [1] * 6 + [2] * 5
+    assert calls[0][1] == calls[6][1] == "Convolution (NHWC, F32) IGEMM #1", "XNNPACK numbers afresh per call"
+    assert [int(r["position"]) for r in instances] == list(range(1, len(instances) + 1))
+    cumsums = [r for r in instances if r["backend"] == "portable"]
+    assert [int(r["delegate_call"]) for r in cumsums] == [0, 0]
+    assert all(int(r["position"]) for r in cumsums)
