@@ -13,9 +13,11 @@
  */
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -28,6 +30,13 @@
 #include <executorch/runtime/executor/method.h>
 #include <executorch/runtime/executor/program.h>
 #include <executorch/runtime/platform/runtime.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 // The wheel ships the thread pool library but not its header; these two
 // declarations match the exported symbols of libexecutorch_threadpool.
@@ -68,6 +77,7 @@ struct Options {
   std::string method_name = "forward";
   std::string etdump_path;
   std::string timing_json;
+  std::string proc_maps_path;
   std::vector<std::string> input_files;
   int num_executions = 1;
   int warmup = 0;
@@ -86,6 +96,8 @@ const char kUsage[] =
     "  --etdump_path PATH     attach an ETDump tracer and write the trace here\n"
     "  --inputs A.bin,B.bin   raw input tensors, one file per input (default: a fixed\n"
     "                         pattern shaped by the method's metadata)\n"
+    "  --proc_maps_path PATH  at exit, copy /proc/self/maps here (Linux, Android): where\n"
+    "                         each library was loaded, to map code addresses to symbols\n"
     "  --help                 show this help\n";
 
 [[noreturn]] void fail(const std::string& message) {
@@ -148,6 +160,8 @@ Options parse_args(int argc, char** argv) {
       opts.etdump_path = value;
     } else if (arg == "--timing_json") {
       opts.timing_json = value;
+    } else if (arg == "--proc_maps_path") {
+      opts.proc_maps_path = value;
     } else if (arg == "--inputs") {
       opts.input_files = split_commas(value);
     } else if (arg == "--num_executions") {
@@ -299,6 +313,49 @@ double median_of(std::vector<double> values) {
   return values.size() % 2 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
+// The SME features this process sees, read through the calls cpuinfo makes (so after any
+// feature mask preloaded from the runner's folder): what XNNPACK chose its kernels from.
+struct CpuFeatures {
+  bool sme = false;
+  bool sme2 = false;
+  int sme_vector_length_bytes = 0; // 0: none reported
+  const char* read_with = "none (not arm64)";
+};
+
+CpuFeatures read_cpu_features() {
+  CpuFeatures seen;
+#if defined(__aarch64__) && defined(__linux__)
+  constexpr unsigned long kHwcap2Sme = 1UL << 23;
+  constexpr unsigned long kHwcap2Sme2 = 1UL << 37;
+  constexpr int kPrSmeGetVl = 64;
+  constexpr int kPrSmeVlLenMask = 0xffff;
+  unsigned long hwcap2 = getauxval(AT_HWCAP2);
+  seen.sme = (hwcap2 & kHwcap2Sme) != 0;
+  seen.sme2 = (hwcap2 & kHwcap2Sme2) != 0;
+  int vl = prctl(kPrSmeGetVl, 0, 0, 0, 0);
+  seen.sme_vector_length_bytes = vl > 0 ? (vl & kPrSmeVlLenMask) : 0;
+  seen.read_with = "getauxval+prctl";
+#elif defined(__aarch64__) && defined(__APPLE__)
+  auto read = [](const char* name) {
+    int64_t value = 0; // room for either width; a 4-byte answer fills the low half
+    size_t size = sizeof(value);
+    return sysctlbyname(name, &value, &size, nullptr, 0) == 0 ? static_cast<int>(value) : 0;
+  };
+  seen.sme = read("hw.optional.arm.FEAT_SME") != 0;
+  seen.sme2 = read("hw.optional.arm.FEAT_SME2") != 0;
+  seen.sme_vector_length_bytes = read("hw.optional.arm.sme_max_svl_b");
+  seen.read_with = "sysctlbyname";
+#endif
+  return seen;
+}
+
+std::string cpu_features_json(const CpuFeatures& seen) {
+  std::string vl = seen.sme_vector_length_bytes > 0 ? std::to_string(seen.sme_vector_length_bytes) : "null";
+  return std::string("{\"sme\": ") + (seen.sme ? "true" : "false") + ", \"sme2\": " +
+      (seen.sme2 ? "true" : "false") + ", \"sme_vector_length_bytes\": " + vl + ", \"read_with\": \"" +
+      seen.read_with + "\"}";
+}
+
 std::string json_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -309,7 +366,7 @@ std::string json_escape(const std::string& text) {
 }
 
 void write_timing_json(const Options& opts, uint32_t threads, double program_ms, double method_ms,
-                       const std::vector<double>& latencies) {
+                       const std::vector<double>& latencies, const CpuFeatures& seen) {
   std::ofstream out(opts.timing_json);
   if (!out) {
     fail("cannot write " + opts.timing_json);
@@ -321,7 +378,8 @@ void write_timing_json(const Options& opts, uint32_t threads, double program_ms,
       << "  \"num_executions\": " << latencies.size() << ",\n"
       << "  \"warmup\": " << opts.warmup << ",\n"
       << "  \"cpu_threads\": " << threads << ",\n"
-      << "  \"etdump\": " << (opts.etdump_path.empty() ? "false" : "true") << ",\n";
+      << "  \"etdump\": " << (opts.etdump_path.empty() ? "false" : "true") << ",\n"
+      << "  \"cpu_features_seen\": " << cpu_features_json(seen) << ",\n";
   std::snprintf(buffer, sizeof(buffer), "%.6f", program_ms);
   out << "  \"load_ms\": {\"program\": " << buffer;
   std::snprintf(buffer, sizeof(buffer), "%.6f", method_ms);
@@ -336,6 +394,10 @@ void write_timing_json(const Options& opts, uint32_t threads, double program_ms,
   out << ", \"min_ms\": " << buffer;
   std::snprintf(buffer, sizeof(buffer), "%.6f", *std::max_element(latencies.begin(), latencies.end()));
   out << ", \"max_ms\": " << buffer << "}\n}\n";
+  out.close();
+  if (!out) {
+    fail("cannot write " + opts.timing_json + ": " + std::strerror(errno));
+  }
 }
 
 void write_etdump(ETDumpGen& tracer, const std::string& path) {
@@ -346,7 +408,22 @@ void write_etdump(ETDumpGen& tracer, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   out.write(static_cast<const char*>(result.buf), static_cast<std::streamsize>(result.size));
   std::free(result.buf);
+  out.close();  // a full disk shows up when the buffer is flushed
   if (!out) {
+    fail("cannot write " + path + ": " + std::strerror(errno));
+  }
+}
+
+// Libraries load at a different address in every process (and under qemu-user the
+// guest sees its own map), so code addresses mean nothing without this process's map.
+void copy_proc_maps(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) {
+    fail("--proc_maps_path: /proc/self/maps is not readable (Linux and Android only)");
+  }
+  std::ofstream out(path);
+  out << maps.rdbuf();
+  if (!out.flush()) {
     fail("cannot write " + path);
   }
 }
@@ -364,9 +441,12 @@ int main(int argc, char** argv) {
   if (!loader.ok()) {
     fail("cannot open " + opts.model_path);
   }
-  auto program = Program::load(&loader.get());
+  // InternalConsistency checks the flatbuffer's offsets and sizes before anything reads them,
+  // so a damaged file is an error here instead of a crash later.
+  auto program = Program::load(&loader.get(), Program::Verification::InternalConsistency);
   if (!program.ok()) {
-    fail(opts.model_path + " is not a valid ExecuTorch program (.pte); re-export it");
+    fail(opts.model_path + " is not a valid ExecuTorch program (" + error_text(program.error()) +
+         "): the file is damaged or not a .pte; re-export it with scripts/export_model.py");
   }
   double program_ms = ms_between(load_start, Clock::now());
 
@@ -398,8 +478,18 @@ int main(int argc, char** argv) {
   auto method_start = Clock::now();
   auto method = program->load_method(opts.method_name.c_str(), &memory_manager, tracer.get());
   if (!method.ok()) {
-    fail("cannot load method '" + opts.method_name + "' (" + error_text(method.error()) +
-         "): an operator or backend the model needs is missing from this runner; see the log above");
+    // NotFound is also what a damaged .pte gives when its data segments cannot be located.
+    Error err = method.error();
+    std::string why = "the program's data is damaged or not usable by this runtime; re-export it with "
+                      "scripts/export_model.py";
+    if (err == Error::OperatorMissing) {
+      why = "an operator or backend the model needs is missing from this runner";
+    } else if (err == Error::NotFound) {
+      why = "an operator or backend the model needs is missing from this runner, or the .pte is damaged "
+            "(re-export it with scripts/export_model.py)";
+    }
+    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) + "): " + why +
+         "; see the log above");
   }
   double method_ms = ms_between(method_start, Clock::now());
 
@@ -432,7 +522,10 @@ int main(int argc, char** argv) {
     write_etdump(*tracer, opts.etdump_path);
   }
   if (!opts.timing_json.empty()) {
-    write_timing_json(opts, threads, program_ms, method_ms, latencies);
+    write_timing_json(opts, threads, program_ms, method_ms, latencies, read_cpu_features());
+  }
+  if (!opts.proc_maps_path.empty()) {
+    copy_proc_maps(opts.proc_maps_path);
   }
   std::printf("%s: %d runs, %u threads%s: median %.4f ms, min %.4f ms, max %.4f ms\n",
               opts.model_path.c_str(), opts.num_executions, threads, tracer ? " (traced)" : "",

@@ -29,9 +29,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -46,10 +48,31 @@ ADB_TIMEOUT_S = 120
 THERMAL_STATUS = ["none", "light", "moderate", "severe", "critical", "emergency", "shutdown"]
 EMULATOR_HARDWARE = {"ranchu", "goldfish"}
 EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 124  # what timeout(1) returns
+EXIT_DEVICE_LOST = 75  # mac_pipeline.py stops the run as interrupted and prints the --resume hint
 
 
 class DeviceError(Exception):
     """A problem with adb or the device; the message names it and the fix."""
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP: stop the device side too, then exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, _frame: object) -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)  # the cleanup must not be cut short
+    raise Interrupted(signum)
+
+
+def catch_interrupts() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), raise_interrupted)
 
 
 # --- adb ---------------------------------------------------------------------------------
@@ -227,6 +250,7 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
     """Push every runner (with the .so files beside it) and model of the selected experiments, once."""
     files: dict[str, str] = {}
     runner_dirs: dict[str, str] = {}
+    libraries: dict[str, str] = {}
     selected = [e for e in plan["experiments"] if e["selected"]]
     adb_run(adb, serial, "shell", f"mkdir -p {shlex.quote(device_dir)}/out")
     for experiment in selected:
@@ -237,6 +261,7 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
             adb_run(adb, serial, "shell", f"chmod 755 {shlex.quote(remote_dir + '/' + runner.name)}")
             for library in shared_libraries(runner.parent):
                 adb_run(adb, serial, "push", str(library), f"{remote_dir}/{library.name}")
+                libraries[str(library)] = f"{remote_dir}/{library.name}"  # e.g. the feature mask to preload
             if not (runner.parent / LIBCXX).is_file() and (experiment.get("runner_json") or {}).get("platform") == "android":
                 console.print(f"[yellow]warning:[/yellow] no {LIBCXX} beside {runner}: the runner may not start; "
                               "rebuild it with build_runners.py --flavor source --platform android")
@@ -248,7 +273,8 @@ def push_session(adb: str, serial: str, plan: dict, device_dir: str, console: Co
             adb_run(adb, serial, "push", str(model), files[str(model)])
     console.print(f"pushed {len(runner_dirs)} runner(s) and {len(files) - len(runner_dirs)} model(s) to "
                   f"{serial}:{device_dir}")
-    return {"adb": adb, "serial": serial, "device_dir": device_dir, "files": files, "runner_dirs": runner_dirs}
+    return {"adb": adb, "serial": serial, "device_dir": device_dir, "files": {**libraries, **files},
+            "runner_dirs": runner_dirs}
 
 
 def shared_libraries(runner_dir: Path) -> list[Path]:
@@ -262,10 +288,58 @@ def affinity_mask(cores: list[int]) -> str:
     return format(sum(1 << core for core in cores), "x")
 
 
+def device_present(adb: str, serial: str) -> bool:
+    try:
+        state = adb_run(adb, serial, "get-state", check=False, timeout=20)
+    except DeviceError:
+        return False
+    return state.returncode == 0 and state.stdout.strip() == "device"
+
+
+def stop_remote(adb: str, serial: str, device_dir: str) -> None:
+    """End the runner on the device: killing the host's `adb shell` leaves it running there. Every runner
+    of this pipeline run lives under its own device folder, so the pattern matches nothing else."""
+    try:
+        adb_run(adb, serial, "shell", f"pkill -9 -f {shlex.quote(device_dir + '/runners/')}", check=False, timeout=30)
+    except DeviceError:
+        pass  # device gone: nothing left to stop from here
+
+
+def lost_or(adb: str, serial: str, code: int) -> int:
+    """EXIT_DEVICE_LOST, with its error line, when the device went away; else `code`."""
+    if device_present(adb, serial):
+        return code
+    print(f"error: device {serial} disconnected during the run", file=sys.stderr)
+    return EXIT_DEVICE_LOST
+
+
+def run_on_device(adb: str, serial: str, command: str, timeout_s: float) -> Optional[subprocess.CompletedProcess]:
+    """`adb shell command`, or None when it timed out."""
+    try:
+        return subprocess.run([adb, "-s", serial, "shell", command], capture_output=True, text=True,
+                              errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def launch(session_path: Path, spec_path: Path) -> int:
     """One runner invocation on the device, called by mac_pipeline.py; exits with the runner's code."""
+    catch_interrupts()
     session = json.loads(session_path.read_text())
     spec = json.loads(spec_path.read_text())
+    try:
+        return launch_steps(session, spec)
+    except Interrupted as interrupt:
+        stop_remote(session["adb"], session["serial"], session["device_dir"])
+        print(f"error: interrupted ({interrupt}); the runner on {session['serial']} was stopped", file=sys.stderr)
+        return 128 + interrupt.signum
+    except DeviceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return lost_or(session["adb"], session["serial"], 1)
+
+
+def launch_steps(session: dict, spec: dict) -> int:
+    """Prepare the device folders, run the runner, pull its outputs (and the kernel log)."""
     adb, serial, device_dir = session["adb"], session["serial"], session["device_dir"]
     runner = session["files"].get(spec["runner"])
     if runner is None:
@@ -278,28 +352,44 @@ def launch(session_path: Path, spec_path: Path) -> int:
     prepare = [f"mkdir -p {shlex.join(out_dirs)}", f"rm -f {shlex.join(list(outputs.values()))}"] if outputs else []
     if spec["mode"] == "kernels":
         adb_run(adb, serial, "logcat", "-c")
-    env = {"LD_LIBRARY_PATH": session["runner_dirs"][spec["runner"]], **spec.get("env", {})}
+    # Host paths in the environment (the feature-mask library to preload) become their device copies.
+    env = {"LD_LIBRARY_PATH": session["runner_dirs"][spec["runner"]],
+           **{key: session["files"].get(value, value) for key, value in spec.get("env", {}).items()}}
     pin = ["taskset", affinity_mask(spec["cpu_affinity"])] if spec.get("cpu_affinity") else []
     run = " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + pin + [shlex.join([runner] + args)])
     command = " && ".join(prepare + [run])
     print(f"# on {serial}: {command}")
-    result = adb_run(adb, serial, "shell", command, check=False, timeout=float(spec.get("timeout_s", 3600)))
+    timeout_s = float(spec.get("timeout_s", 3600))
+    started = time.monotonic()
+    result = run_on_device(adb, serial, command, timeout_s)
+    if result is None:
+        stop_remote(adb, serial, device_dir)
+        print(f"error: timed out after {timeout_s:g} s on {serial}; the runner there was stopped "
+              "(raise timeout_s in the config)", file=sys.stderr)
+        return lost_or(adb, serial, EXIT_TIMEOUT)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
-    if result.returncode == 0:
-        for host, remote in outputs.items():
-            pulled = adb_run(adb, serial, "pull", remote, host, check=False)
-            if pulled.returncode != 0:
-                print(f"# could not pull {remote}: {pulled.stderr.strip()}", file=sys.stderr)
+    print(f"# adb shell exit {result.returncode} after {time.monotonic() - started:.2f} s")
+    if result.returncode != 0:
+        return lost_or(adb, serial, result.returncode)
+    for host, remote in outputs.items():
+        pulled = adb_run(adb, serial, "pull", remote, host, check=False)
+        if pulled.returncode != 0:
+            why = (pulled.stderr.strip() or pulled.stdout.strip() or f"exit {pulled.returncode}").splitlines()[-1]
+            print(f"error: the runner finished but adb pull of {remote} failed: {why}", file=sys.stderr)
+            return lost_or(adb, serial, 1)
     if spec["mode"] == "kernels":
         print("# adb logcat -d -s XNNPACK")
         sys.stdout.write(adb_run(adb, serial, "logcat", "-d", "-s", "XNNPACK", check=False).stdout)
-    return result.returncode
+    return 0
 
 
 def clean_device(adb: str, serial: str, device_dir: str, console: Console) -> None:
-    result = adb_run(adb, serial, "shell", f"rm -rf {shlex.quote(device_dir)}", check=False)
-    if result.returncode != 0:
+    try:
+        result = adb_run(adb, serial, "shell", f"rm -rf {shlex.quote(device_dir)}", check=False, timeout=60)
+    except DeviceError:
+        result = None
+    if result is None or result.returncode != 0:
         console.print(f"[yellow]warning:[/yellow] could not remove {serial}:{device_dir}; remove it with "
                       f"adb -s {serial} shell rm -rf {device_dir}")
 
@@ -323,6 +413,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.launch and not args.config:
         parser.error("--config is required")
+    if args.run_dir and not args.resume:
+        parser.error("--run-dir works with --resume; a new run goes to the config's output_root "
+                     "(choose another with --output-root)")
     return args
 
 
@@ -332,6 +425,20 @@ def pipeline_args(args: argparse.Namespace) -> list[str]:
     extra += ["--run-dir", str(args.run_dir)] if args.run_dir else []
     extra += ["--resume"] * args.resume + ["--skip-analysis"] * args.skip_analysis
     return extra
+
+
+def run_pipeline(command: list[str]) -> int:
+    """Run mac_pipeline.py to its end: a signal is passed on to it (it records `interrupted` and prints the
+    --resume hint) instead of killing it half-way."""
+    pipeline = subprocess.Popen(command)
+
+    def forward(signum: int, _frame: object) -> None:
+        if pipeline.poll() is None:
+            pipeline.send_signal(signum)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), forward)
+    return pipeline.wait()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -345,6 +452,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "mac_pipeline.py: download it beside android_pipeline.py")
         return EXIT_BAD_INPUT
     output_root = ["--output-root", str(args.output_root)] if args.output_root else []
+    catch_interrupts()
     try:
         adb = find_adb(args.adb)
         plan = plan_of(args.config, args.only, mac_pipeline, output_root)
@@ -364,6 +472,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except DeviceError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return EXIT_BAD_INPUT
+    except Interrupted as interrupt:
+        console.print(f"[yellow]interrupted ({interrupt}) before the run started;[/yellow] nothing was written; "
+                      "run the same command again", soft_wrap=True)
+        return 128 + interrupt.signum
     try:
         with tempfile.TemporaryDirectory(prefix="android_pipeline_") as scratch:
             session_file, facts_file = Path(scratch) / "session.json", Path(scratch) / "device.json"
@@ -375,7 +487,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                        "--device-facts", str(facts_file)] + pipeline_args(args)
             if args.only:
                 command += ["--only", *args.only]
-            return subprocess.run(command).returncode
+            return run_pipeline(command)
     finally:
         if not args.keep_device_files:
             clean_device(adb, serial, device_dir, console)

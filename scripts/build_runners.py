@@ -16,7 +16,10 @@ Two flavors share one command-line contract (see runner/profiling_runner.cpp):
 
 Every runner folder gets a ``runner.json`` (schema in scripts/README.md) saying what
 was built: flavor, platform, CMake flags, ExecuTorch version and commit, compiler,
-and whether SME/SME2 kernels are in the binary.
+and whether SME/SME2 kernels are in the binary. Beside every runner sits its feature
+mask, ``libhide_cpu_features.so`` (``.dylib`` on macOS): preloaded with
+SME_KIT_HIDE_CPU_FEATURES=sme:sme2 it hides SME and SME2 from the runner, so one binary
+runs SME2 ON and OFF (runner.json ``feature_mask``; the pipeline sets it up).
 
 Example:
     python scripts/build_runners.py                       # runners/prebuilt
@@ -28,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -48,6 +53,9 @@ RUNNER_BINARY = "profiling_runner"
 MIN_NDK_CLANG_MAJOR = 18  # older NDK clang silently drops SME2 code paths
 ANDROID_PLATFORM = "android-28"
 CROSS_TRIPLE = "aarch64-linux-gnu"  # Debian/Ubuntu package g++-aarch64-linux-gnu
+# The feature mask built beside every runner (runner/hide_cpu_features_*.c): preloaded with
+# the control variable set, it hides SME/SME2 from the runner, so one binary runs ON and OFF.
+MASK_CONTROL_VARIABLE = "SME_KIT_HIDE_CPU_FEATURES"
 
 # Flags every source build carries; ON and OFF variants add only the SME switches.
 SOURCE_COMMON_FLAGS = {
@@ -69,6 +77,9 @@ SME_SWITCHES = {
 }
 # Level 4 (info) makes XNNPACK print "Note (XNNPACK): Using <kind> microkernel '<name>'."
 KERNEL_LOG_FLAGS = {"EXECUTORCH_XNNPACK_LOG_LEVEL": "4"}
+SOURCE_VARIANTS = ("sme2_on", "sme2_off", "sme2_on_kernels", "sme2_off_kernels")
+# The source build needs only the runner (with what it links) and the feature mask, not every ExecuTorch target.
+SOURCE_BUILD_TARGETS = [RUNNER_BINARY, "hide_cpu_features"]
 
 # Per-platform facts: target architecture, runner-name suffix, extra CMake flags.
 PLATFORMS = {
@@ -130,13 +141,13 @@ def unpacked_package_facts(package_dir: Path) -> dict:
 
 def arm64_package(package_arg: str | None, installed: dict) -> dict:
     """The arm64 executorch package to cross-compile against: --executorch-package, or the one
-    test-cases/emulator/setup_emulator.sh unpacks. It must be the venv's executorch version."""
+    scripts/setup_emulator.sh unpacks. It must be the venv's executorch version."""
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     default = repo_root() / "build" / "emulator" / f"executorch-{installed['version']}-{tag}-aarch64"
     folder = Path(package_arg).resolve() if package_arg else default
     package_dir = next((d for d in (folder, folder / "executorch") if (d / "share/cmake/executorch-config.cmake").exists()), None)
     if package_dir is None:
-        raise BuildError(f"no arm64 executorch package at {folder}; run test-cases/emulator/setup_emulator.sh, or "
+        raise BuildError(f"no arm64 executorch package at {folder}; run scripts/setup_emulator.sh, or "
                          f"pip download --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 "
                          f"executorch=={installed['version']}, unzip it and pass --executorch-package DIR")
     facts = unpacked_package_facts(package_dir)
@@ -152,7 +163,7 @@ def write_cross_toolchain(build_dir: Path) -> Path:
     compiler = shutil.which(f"{CROSS_TRIPLE}-g++")
     if not compiler:
         raise BuildError(f"{CROSS_TRIPLE}-g++ not found; install g++-{CROSS_TRIPLE} (Debian/Ubuntu) or run "
-                         "test-cases/emulator/setup_emulator.sh")
+                         "scripts/setup_emulator.sh")
     bin_dir = Path(compiler).parent
     sysroot = bin_dir.parent / CROSS_TRIPLE
     # PACKAGE BOTH: the executorch package is an unpacked wheel outside the sysroot.
@@ -268,6 +279,19 @@ def run_logged(command: list[str], log: Path, console: Console, what: str) -> No
                          "agentic-kits/troubleshooting-agent.md")
 
 
+def copy_feature_mask(build_dir: Path, runner_dir: Path, target: str, console: Console) -> dict | None:
+    """Put the feature-mask library beside the runner; returns runner.json's "feature_mask"."""
+    mac = target == "mac"
+    name = "libhide_cpu_features.dylib" if mac else "libhide_cpu_features.so"
+    if not (build_dir / name).is_file():
+        console.print(f"[yellow]warning:[/yellow] no {name} in {build_dir}: experiments of this runner cannot "
+                      "hide CPU features (rebuild it with this build_runners.py)")
+        return None
+    shutil.copy2(build_dir / name, runner_dir / name)
+    return {"library": name, "preload_variable": "DYLD_INSERT_LIBRARIES" if mac else "LD_PRELOAD",
+            "control_variable": MASK_CONTROL_VARIABLE}
+
+
 def write_runner_json(runner_dir: Path, facts: dict) -> dict:
     record = {"schema_version": SCHEMA_VERSION, **facts}
     (runner_dir / "runner.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -307,13 +331,14 @@ def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
     shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
     if args.platform == "linux-aarch64":
         bundle_runtime_libraries(runner_dir / RUNNER_BINARY, et["package_dir"] / "lib", runner_dir)
+    feature_mask = copy_feature_mask(build_dir, runner_dir, args.platform, console)
     xnnpack_lib = next(et["package_dir"].glob("lib/libexecutorch_backend_xnnpack.*"))
     facts = {
         "name": name, "flavor": "prebuilt", "platform": args.platform,
         "target_arch": PLATFORMS[args.platform]["arch"], "binary": RUNNER_BINARY,
         "executorch_version": et["version"], "executorch_commit": et["commit"],
         "compiler": compiler_facts(build_dir), "cmake_flags": flags,
-        **scan_sme_kernels(xnnpack_lib), "kernel_log": False,
+        **scan_sme_kernels(xnnpack_lib), "kernel_log": False, "feature_mask": feature_mask,
         "build_seconds": seconds, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
     }
@@ -321,11 +346,25 @@ def build_prebuilt(args: argparse.Namespace, console: Console) -> list[dict]:
     return [write_runner_json(runner_dir, facts)]
 
 
-def source_variants(kernels: bool) -> list[tuple[str, dict]]:
-    variants = [(name, dict(switches)) for name, switches in SME_SWITCHES.items()]
-    if kernels:
-        variants += [(f"{name}_kernels", {**switches, **KERNEL_LOG_FLAGS}) for name, switches in SME_SWITCHES.items()]
-    return variants
+def source_variants(kernels: bool, only: list[str] | None = None) -> list[tuple[str, dict]]:
+    """(name, SME/log switches) of each variant: --variant picks some, else ON/OFF (+ _kernels)."""
+    every = {name: dict(switches) for name, switches in SME_SWITCHES.items()}
+    every |= {f"{name}_kernels": {**switches, **KERNEL_LOG_FLAGS} for name, switches in SME_SWITCHES.items()}
+    names = only or [name for name in every if kernels or not name.endswith("_kernels")]
+    return [(name, every[name]) for name in dict.fromkeys(names)]
+
+
+def kleidiai_dir(kleidiai_arg: str | None, checkout: Path) -> Path | None:
+    """KleidiAI sources for XNNPACK, so its configure downloads nothing: --kleidiai-dir, else a
+    kleidiai/ folder beside the checkout; None lets XNNPACK download it (needs network)."""
+    if kleidiai_arg:
+        folder = Path(kleidiai_arg).resolve()
+        if not (folder / "kai").is_dir():
+            raise BuildError(f"--kleidiai-dir {folder} holds no KleidiAI sources (no kai/ folder); pass the folder "
+                             "of a KleidiAI checkout at the commit XNNPACK's cmake/DownloadKleidiAI.cmake names")
+        return folder
+    beside = checkout.parent / "kleidiai"
+    return beside if (beside / "kai").is_dir() else None
 
 
 def plan_source_builds(args: argparse.Namespace) -> list[dict]:
@@ -333,13 +372,18 @@ def plan_source_builds(args: argparse.Namespace) -> list[dict]:
     root = repo_root()
     checkout = Path(args.executorch_dir).resolve()
     target = PLATFORMS[args.platform]
-    base = {**SOURCE_COMMON_FLAGS, "EXECUTORCH_SOURCE_DIR": str(checkout), **target["flags"]}
+    # CMake's FindPython may pick an interpreter without torch; ExecuTorch's configure imports it.
+    base = {**SOURCE_COMMON_FLAGS, "EXECUTORCH_SOURCE_DIR": str(checkout), "PYTHON_EXECUTABLE": sys.executable,
+            **target["flags"]}
+    kleidiai = kleidiai_dir(args.kleidiai_dir, checkout)
+    if kleidiai:
+        base["KLEIDIAI_SOURCE_DIR"] = str(kleidiai)
     if args.platform == "android":
         base["CMAKE_TOOLCHAIN_FILE"] = str(find_ndk(args.ndk) / "build/cmake/android.toolchain.cmake")
     if cross_compiling(args.platform):
         base["CMAKE_TOOLCHAIN_FILE"] = str(write_cross_toolchain(root / args.build_dir / "toolchains"))
     plans = []
-    for variant, switches in source_variants(args.kernels):
+    for variant, switches in source_variants(args.kernels, args.variant):
         name = variant + target["suffix"]
         flags = {**base, **switches}
         build_dir = root / args.build_dir / name
@@ -347,7 +391,7 @@ def plan_source_builds(args: argparse.Namespace) -> list[dict]:
             "name": name, "variant": variant, "platform": args.platform, "target_arch": target["arch"],
             "cmake_flags": flags, "build_dir": str(build_dir),
             "configure": configure_command(root / "runner", build_dir, flags),
-            "build": build_command(build_dir),
+            "build": build_command(build_dir) + ["--target", *SOURCE_BUILD_TARGETS],
         })
     return plans
 
@@ -361,53 +405,105 @@ def user_presets(plans: list[dict]) -> dict:
             "configurePresets": configure, "buildPresets": build}
 
 
-def check_checkout(checkout: Path, expected_commit: str, console: Console) -> str:
+def checkout_commit(checkout: Path) -> str | None:
+    """HEAD of the checkout when it is a git work tree of its own (not a folder inside another repo)."""
+    def git(*command: str) -> str:
+        result = subprocess.run(["git", "-C", str(checkout), *command], capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != checkout.resolve():
+        return None
+    return git("rev-parse", "HEAD") or None
+
+
+def check_checkout(checkout: Path, commit_arg: str | None, wheel: dict, console: Console) -> dict:
+    """Version and commit of the ExecuTorch source tree: the commit from git, else --executorch-commit
+    (an unpacked tree has no .git and its version files name no commit), else 'unknown'."""
     if not (checkout / "CMakeLists.txt").exists() or not (checkout / "backends/xnnpack").exists():
         raise BuildError(f"ExecuTorch checkout not found at {checkout}; run scripts/setup_repo.sh --with-source "
                          "or pass --executorch-dir")
-    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
-    commit = head.stdout.strip() or "unknown"
-    if commit != expected_commit:
-        console.print(f"[yellow]warning:[/yellow] checkout is at {commit[:12]}, the wheel was built from "
-                      f"{expected_commit[:12]}: runner and Python export may disagree")
-    return commit
+    if checkout.name != "executorch":
+        raise BuildError(f"the ExecuTorch source folder must be named 'executorch' (its CMake includes use that "
+                         f"name), not {checkout.name!r}; rename or symlink it to .../executorch")
+    version_file = checkout / "version.txt"
+    version = version_file.read_text().strip() if version_file.exists() else "unknown"
+    git_commit = checkout_commit(checkout)
+    if git_commit and commit_arg and not git_commit.startswith(commit_arg):
+        raise BuildError(f"--executorch-commit {commit_arg} does not match the checkout's HEAD {git_commit}; "
+                         "drop --executorch-commit (git knows the commit)")
+    commit = git_commit or commit_arg or "unknown"
+    if commit == "unknown":
+        console.print("[yellow]warning:[/yellow] the source tree has no .git; pass --executorch-commit HASH so "
+                      "runner.json records which ExecuTorch it is")
+    if commit != wheel["commit"]:
+        console.print(f"[yellow]warning:[/yellow] source is {version} at {commit[:12]}, the wheel is "
+                      f"{wheel['version']} from {wheel['commit'][:12]}: runner and Python export may disagree")
+    return {"version": version, "commit": commit}
+
+
+@contextlib.contextmanager
+def checkout_lock(checkout: Path, console: Console):
+    """Hold the checkout for one configure + build. flatcc writes its libraries into the source tree
+    and every configure deletes them, so two builds sharing a checkout would break each other."""
+    lock_path = checkout / ".build_runners.lock"
+    try:
+        handle = lock_path.open("a")
+    except OSError as error:
+        raise BuildError(f"cannot create {lock_path} ({error.strerror}); the source build writes into the "
+                         "checkout (flatcc), so it must be writable") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(f"waiting for another build that uses {checkout} ...", soft_wrap=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def build_source(args: argparse.Namespace, console: Console) -> list[dict]:
-    et = executorch_facts()
+    checkout = Path(args.executorch_dir).resolve()
+    source = check_checkout(checkout, args.executorch_commit, executorch_facts(), console)
     plans = plan_source_builds(args)
     ndk_clang = check_ndk_clang(find_ndk(args.ndk)) if args.platform == "android" else None
-    commit = check_checkout(Path(args.executorch_dir), et["commit"], console)
     presets_path = repo_root() / "runner" / "CMakeUserPresets.json"
     presets_path.write_text(json.dumps(user_presets(plans), indent=2) + "\n")
     console.print(f"wrote {presets_path} (cmake --preset <name> from runner/ reproduces each build)")
 
-    built = []
+    built: list[dict] = []
     for plan in plans:
         build_dir = Path(plan["build_dir"])
-        build_dir.mkdir(parents=True, exist_ok=True)
         log = build_dir / "build.log"
-        log.write_text("")
-        started = time.monotonic()
-        with console.status(f"Building {plan['name']} from source (this takes a while)..."):
+        with checkout_lock(checkout, console), console.status(f"Building {plan['name']} from source..."):
+            started = time.monotonic()  # after the wait for the checkout
+            build_dir.mkdir(parents=True, exist_ok=True)
+            log.write_text("")
             run_logged(plan["configure"], log, console, f"CMake configure of {plan['name']}")
+            if args.configure_only:
+                console.print(f"[green]configured[/green] {build_dir} in {time.monotonic() - started:.1f} s")
+                built.append({"name": plan["name"], "configured": str(build_dir),
+                              "executorch_version": source["version"], "executorch_commit": source["commit"],
+                              "configure_seconds": round(time.monotonic() - started, 2)})
+                continue
             run_logged(plan["build"], log, console, f"build of {plan['name']}")
         runner_dir = repo_root() / args.runners_dir / plan["name"]
         runner_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / RUNNER_BINARY)
+        # Copy then rename: a runner still running from this folder keeps its old file.
+        shutil.copy2(build_dir / RUNNER_BINARY, runner_dir / f".{RUNNER_BINARY}.new")
+        os.replace(runner_dir / f".{RUNNER_BINARY}.new", runner_dir / RUNNER_BINARY)
         if args.platform == "android":
             libcxx = next(find_ndk(args.ndk).glob("toolchains/llvm/prebuilt/*/sysroot/usr/lib/aarch64-linux-android/libc++_shared.so"))
             shutil.copy2(libcxx, runner_dir / "libc++_shared.so")
+        feature_mask = copy_feature_mask(build_dir, runner_dir, args.platform, console)
         flags = plan["cmake_flags"]
-        arm = plan["target_arch"] in ("arm64", "aarch64")
         facts = {
             "name": plan["name"], "flavor": "source", "platform": plan["platform"], "target_arch": plan["target_arch"],
-            "binary": RUNNER_BINARY, "executorch_version": et["version"], "executorch_commit": commit,
+            "binary": RUNNER_BINARY, "executorch_version": source["version"], "executorch_commit": source["commit"],
             "compiler": compiler_facts(build_dir) | ({"ndk_clang": ndk_clang} if ndk_clang else {}),
             "cmake_flags": flags,
-            "sme2_kernels": arm and flags["XNNPACK_ENABLE_ARM_SME2"] == "ON",
-            "sme_kernels": arm and flags["XNNPACK_ENABLE_ARM_SME"] == "ON",
+            # What the binary carries (statically linked XNNPACK), not what the flags asked for.
+            **scan_sme_kernels(runner_dir / RUNNER_BINARY),
             "kernel_log": "EXECUTORCH_XNNPACK_LOG_LEVEL" in flags,
+            "feature_mask": feature_mask,
             "build_seconds": round(time.monotonic() - started, 2),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -444,10 +540,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "setup_repo.sh --with-source)")
     parser.add_argument("--kernels", action="store_true",
                         help="also build sme2_on_kernels / sme2_off_kernels, which log XNNPACK microkernels")
+    parser.add_argument("--variant", action="append", choices=SOURCE_VARIANTS,
+                        help="build only this source variant (repeatable; default: sme2_on and sme2_off, "
+                             "plus the _kernels pair with --kernels)")
+    parser.add_argument("--kleidiai-dir",
+                        help="KleidiAI sources for an offline source build (default: a kleidiai/ folder beside "
+                             "the ExecuTorch checkout; without one XNNPACK downloads KleidiAI while configuring)")
+    parser.add_argument("--executorch-commit",
+                        help="commit of an ExecuTorch source tree without .git, recorded in runner.json")
+    parser.add_argument("--configure-only", action="store_true",
+                        help="--flavor source: run only the CMake configure of each variant (a minute), no build")
     parser.add_argument("--executorch-package",
                         help="unpacked arm64 executorch wheel for --flavor prebuilt --platform linux-aarch64 "
                              "(default: build/emulator/executorch-<version>-cp<python>-aarch64, made by "
-                             "test-cases/emulator/setup_emulator.sh)")
+                             "scripts/setup_emulator.sh)")
     parser.add_argument("--ndk", help="Android NDK r27+ (default: $ANDROID_NDK, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     parser.add_argument("--runners-dir", default="runners", help="where runner folders go (default: runners)")
     parser.add_argument("--build-dir", default="build", help="CMake build trees (default: build)")
@@ -465,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.flavor == "prebuilt" and args.platform not in PREBUILT_TARGETS[host_platform()]:
             raise BuildError(f"--flavor prebuilt on {host_platform()} builds for "
                              f"{' or '.join(PREBUILT_TARGETS[host_platform()])}; use --flavor source for {args.platform}")
+        if args.configure_only and args.flavor != "source":
+            raise BuildError("--configure-only applies to --flavor source")
         if args.dry_run:
             if args.flavor != "source":
                 raise BuildError("--dry-run applies to --flavor source")
@@ -480,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps(built, indent=2))
-    else:
+    elif not args.configure_only:
         summarize(built, console)
     return 0
 

@@ -2,10 +2,15 @@
 """Write a profiling pipeline config (configs/config.schema.json) from flags or prompts.
 
 A config names the model, the run directory and the experiments to run, and which of
-them to compare. Built-in comparisons (sme2/backends/threads combine):
+them to compare. These comparisons are built in, combinable:
 
-  sme2      sme2_off (baseline) vs sme2_on (candidate): the same model on the two source
-            builds of build_runners.py (Apple M4 Mac, or an Armv9 phone with SME2)
+  sme2      sme2_off (baseline) vs sme2_on (candidate) on ONE runner: sme2_off hides SME and
+            SME2 from it with the feature mask built beside every runner (hide_cpu_features),
+            so XNNPACK runs the kernels of a CPU without SME. --sme2-off build uses the two
+            source builds of build_runners.py instead (the cross-check; kernel logs).
+            Meaningful on an Apple M4 Mac or an Armv9 phone with SME2.
+  isa       neon / sme / sme2 on one runner: SME and SME2 hidden, SME2 hidden (KleidiAI SME1
+            kernels), nothing hidden; each of neon and sme is compared with sme2
   backends  portable vs xnnpack: the portable export vs the XNNPACK export, on one runner
             (what any host can compare, including one without SME2)
   threads   the candidate at the first vs the last --threads count
@@ -26,6 +31,7 @@ Example:
     python scripts/generate_config.py --platform mac --model models/toy_cnn_xnnpack_fp32.pte \\
         --output-root out/mac_sme2 --runs 20 --out my_mac.json
     python scripts/generate_config.py --platform linux --compare backends threads --threads 1 2 --out my.json
+    python scripts/generate_config.py --platform mac --compare isa --out isa.json
     python scripts/generate_config.py --platform linux --model my_model.pte --out profile.json
     python scripts/generate_config.py --platform linux --compare dtypes \
         --model models/toy_cnn_xnnpack_fp32.pte --model models/toy_cnn_xnnpack_int8.pte --out dtypes.json
@@ -48,12 +54,21 @@ from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.syntax import Syntax
 
 SCHEMA_VERSION = 1
-PLATFORMS = ("mac", "linux", "android")
-COMPARISONS = ("sme2", "backends", "threads", "dtypes", "none")
+PLATFORMS = ("mac", "linux", "android", "emulated")
+COMPARISONS = ("sme2", "isa", "backends", "threads", "dtypes", "none")
 EXPORT_DTYPE = re.compile(r"_(?:xnnpack|portable)_(?P<dtype>[a-z0-9]+)$")
+SME2_OFF_SOURCES = ("mask", "build")
+# What each ISA level hides from the runner (runner.json "feature_mask"; configs/config.schema.json).
+ISA_LEVELS = {"neon": ["sme", "sme2"], "sme": ["sme2"], "sme2": []}
 MODES = ("timing", "trace", "kernels")
 DEFAULT_MODEL = "models/toy_cnn_xnnpack_fp32.pte"
 ANDROID_SUFFIX = "-android"
+# Platform emulated: the cross-built arm64 runner under qemu-aarch64 >= 11 (scripts/setup_emulator.sh).
+EMULATED_RUNNER = "prebuilt-linux-aarch64"
+DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
+# Emulated SME runs about a thousand times slower than the hardware: one short round is enough to see the path.
+# Elsewhere: more, shorter rounds, each a separate process, so the CIs can see variation between processes.
+RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 0, "rounds": 1}, "other": {"runs": 5, "warmup": 2, "rounds": 10}}
 
 
 class ConfigInputError(Exception):
@@ -65,6 +80,8 @@ def host_platform() -> str:
 
 
 def default_comparisons(platform_name: str) -> list[str]:
+    if platform_name == "emulated":
+        return ["isa"]
     return ["backends"] if platform_name == "linux" else ["sme2"]
 
 
@@ -106,12 +123,21 @@ def relative_to(path: str, folder: Path) -> str:
 def runner_names(args: argparse.Namespace) -> dict[str, str]:
     suffix = ANDROID_SUFFIX if args.platform == "android" else ""
     return {"on": args.runner_on or f"sme2_on{suffix}", "off": args.runner_off or f"sme2_off{suffix}",
-            "single": args.runner or ("sme2_on" + suffix if args.platform == "android" else "prebuilt")}
+            "single": args.runner or {"android": "sme2_on" + suffix, "emulated": EMULATED_RUNNER}.get(args.platform,
+                                                                                                 "prebuilt")}
 
 
 def make_comment(args: argparse.Namespace) -> str:
     parts = []
-    if "sme2" in args.compare:
+    masked = "sme2" in args.compare and args.sme2_off == "mask"
+    if masked:
+        parts.append("SME2 OFF (baseline) vs SME2 ON (candidate): one runner, SME and SME2 hidden from it for "
+                     "sme2_off by its feature mask (hide_cpu_features), so XNNPACK runs the kernels of a CPU without "
+                     "SME; meaningful on a CPU with SME2 (Apple M4, Armv9 phones with SME2)")
+    if "isa" in args.compare:
+        parts.append("NEON / SME / SME2 kernels from one runner: neon hides SME and SME2, sme hides SME2 (KleidiAI "
+                     "SME1 kernels), sme2 hides nothing; needs a CPU with SME2 for all three levels")
+    if "sme2" in args.compare and not masked:
         parts.append("SME2 OFF (baseline) vs SME2 ON (candidate): the same model on the two source builds, which "
                      "differ only in XNNPACK_ENABLE_ARM_SME2/SME; meaningful on a CPU with SME2 (Apple M4, "
                      "Armv9 phones with SME2); build both with: python scripts/build_runners.py --flavor source "
@@ -125,6 +151,9 @@ def make_comment(args: argparse.Namespace) -> str:
         parts.append(f"one profile of {Path(args.models[0]).name}, no comparison")
     if "threads" in args.compare:
         parts.append(f"{args.threads[0]} vs {args.threads[-1]} threads")
+    if args.platform == "emulated":
+        parts.append("emulated: timings not meaningful; the arm64 runner runs under qemu-aarch64 -cpu max (SME2), and "
+                     "the trace run's translated-code log shows the instructions reached (scripts/isa_evidence.py)")
     if args.platform == "linux":
         parts.append("a Linux host without SME2 compares what it can; SME2 ON/OFF needs mac_template.json on an "
                      "Apple M4 Mac or android_template.json on an Armv9 phone with SME2")
@@ -134,10 +163,12 @@ def make_comment(args: argparse.Namespace) -> str:
 
 
 def experiment(name: str, runner: str, args: argparse.Namespace, threads: list[int],
-               model: Optional[str] = None) -> dict:
+               model: Optional[str] = None, hide: Optional[list[str]] = None) -> dict:
     entry = {"name": name, "runner": runner}
     if model:
         entry["model"] = model
+    if hide is not None:
+        entry["hide_cpu_features"] = hide
     entry.update(mode=list(args.modes), runs=args.runs, warmup=args.warmup, rounds=args.rounds, threads=threads)
     if args.cpu_affinity:
         entry["cpu_affinity"] = list(args.cpu_affinity)
@@ -150,8 +181,13 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         raise ConfigInputError("choose at least one comparison with --compare")
     if "threads" in args.compare and len(args.threads) < 2:
         raise ConfigInputError("--compare threads needs two or more --threads counts, e.g. --threads 1 2")
-    if "sme2" in args.compare and "backends" in args.compare:
-        raise ConfigInputError("--compare sme2 and backends make two unrelated pairs; write two configs")
+    if "backends" in args.compare and ({"sme2", "isa"} & set(args.compare)):
+        raise ConfigInputError("--compare backends and sme2/isa make unrelated pairs; write two configs")
+    if "sme2" in args.compare and "isa" in args.compare:
+        raise ConfigInputError("--compare isa already holds SME2 ON vs OFF (neon vs sme2); choose sme2 or isa")
+    if "isa" in args.compare and args.sme2_off == "build":
+        raise ConfigInputError("--compare isa hides features from one runner; --sme2-off build applies to "
+                               "--compare sme2 only")
     if "none" in args.compare and len(args.compare) > 1:
         raise ConfigInputError("--compare none is a single profile; leave the other comparisons out")
     if "dtypes" in args.compare and (len(args.models) != 2 or set(args.compare) - {"dtypes", "threads"}):
@@ -174,6 +210,16 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
     elif "none" in args.compare:
         experiments.append(experiment("profile", runners["single"], args, args.threads))
         candidate = "profile"
+    elif "isa" in args.compare:
+        experiments += [experiment(level, runners["single"], args, args.threads, hide=hide)
+                        for level, hide in ISA_LEVELS.items()]
+        compare += [{"baseline": "neon", "candidate": "sme2"}, {"baseline": "sme", "candidate": "sme2"}]
+        candidate = "sme2"
+    elif "sme2" in args.compare and args.sme2_off == "mask":
+        experiments += [experiment("sme2_off", runners["single"], args, args.threads, hide=ISA_LEVELS["neon"]),
+                        experiment("sme2_on", runners["single"], args, args.threads, hide=[])]
+        compare.append({"baseline": "sme2_off", "candidate": "sme2_on"})
+        candidate = "sme2_on"
     elif "sme2" in args.compare:
         experiments += [experiment("sme2_off", runners["off"], args, args.threads),
                         experiment("sme2_on", runners["on"], args, args.threads)]
@@ -187,13 +233,24 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         experiments.append(experiment("xnnpack", runners["single"], args, args.threads))
         candidate = "xnnpack"
     if "threads" in args.compare:
-        if "dtypes" in args.compare:  # the dtype pair compares at each thread count's first
+        if "dtypes" in args.compare:  # the dtype pair compares at the first thread count
             compare[0] = {"baseline": f"{compare[0]['baseline']}_t{args.threads[0]}",
                           "candidate": f"{compare[0]['candidate']}_t{args.threads[0]}"}
         compare.append({"baseline": f"{candidate}_t{args.threads[0]}", "candidate": f"{candidate}_t{args.threads[-1]}"})
-    return {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
-            "model": model, "output_root": relative_to(args.output_root, config_dir),
-            "experiments": experiments, "compare": compare}
+    config = {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
+              "model": model, "output_root": relative_to(args.output_root, config_dir),
+              "experiments": experiments, "compare": compare}
+    if args.platform == "emulated":
+        config["emulator"] = {"qemu": relative_to(str(args.qemu), config_dir), "cpu": "max"}
+    return config
+
+
+def fill_run_counts(args: argparse.Namespace) -> None:
+    """Runs, warm-up and rounds not given: short on the emulated platform, statistically useful elsewhere."""
+    counts = RUN_COUNTS["emulated" if args.platform == "emulated" else "other"]
+    for key, value in counts.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def find_schema(explicit: Optional[Path]) -> Path:
@@ -232,7 +289,10 @@ def ask(args: argparse.Namespace, console: Console) -> None:
     args.models = [Prompt.ask("Model (.pte)", default=args.models[0])]
     if "dtypes" in args.compare:
         args.models.append(Prompt.ask("Second model (.pte, the candidate)"))
-    if "sme2" not in args.compare:
+    if "sme2" in args.compare:
+        args.sme2_off = Prompt.ask("SME2 OFF from (mask: one runner, build: two source builds)",
+                                   choices=list(SME2_OFF_SOURCES), default=args.sme2_off)
+    if "sme2" not in args.compare or args.sme2_off == "mask":
         try:
             guess = args.portable_model or portable_twin(args.models[0])
         except ConfigInputError:
@@ -244,6 +304,7 @@ def ask(args: argparse.Namespace, console: Console) -> None:
         args.runner_off = Prompt.ask("Baseline runner (SME2 OFF)", default=runner_names(args)["off"])
         args.runner_on = Prompt.ask("Candidate runner (SME2 ON)", default=runner_names(args)["on"])
     args.output_root = Prompt.ask("Output root", default=args.output_root or default_output_root(args))
+    fill_run_counts(args)
     args.runs = IntPrompt.ask("Runs per round", default=args.runs)
     args.warmup = IntPrompt.ask("Warm-up runs", default=args.warmup)
     args.rounds = IntPrompt.ask("Interleaved rounds", default=args.rounds)
@@ -255,7 +316,8 @@ def ask(args: argparse.Namespace, console: Console) -> None:
 
 
 def default_output_root(args: argparse.Namespace) -> str:
-    return f"out/{args.platform}_{'_'.join(args.compare)}"
+    names = ["profile" if c == "none" else c for c in args.compare]
+    return f"out/{args.platform}_{'_'.join(names)}"
 
 
 def write_config(config: dict, out: Path, force: bool) -> None:
@@ -275,14 +337,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"the .pte to profile (default {DEFAULT_MODEL}); twice with --compare dtypes")
     parser.add_argument("--portable-model", help="the portable .pte for --compare backends "
                                                  "(default: the model's name with _portable_ for _xnnpack_)")
-    parser.add_argument("--runner", help="runner for backends/threads (default prebuilt; android: sme2_on-android)")
-    parser.add_argument("--runner-on", help="SME2 ON runner (default sme2_on, android: sme2_on-android)")
-    parser.add_argument("--runner-off", help="SME2 OFF runner (default sme2_off, android: sme2_off-android)")
+    parser.add_argument("--runner", help="the one runner of sme2 (mask), isa, backends, threads (default prebuilt; "
+                                         "android: sme2_on-android)")
+    parser.add_argument("--sme2-off", choices=SME2_OFF_SOURCES, default="mask",
+                        help="--compare sme2: mask (default) hides SME/SME2 from one runner; build uses the two "
+                             "source builds (build_runners.py --flavor source)")
+    parser.add_argument("--runner-on", help="--sme2-off build: SME2 ON runner (default sme2_on, android: sme2_on-android)")
+    parser.add_argument("--runner-off", help="--sme2-off build: SME2 OFF runner (default sme2_off, android: "
+                                             "sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per round (default 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs before each round (default 2)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds, each a separate process "
-                        "(default 10; 5+ give CIs between processes)")
+    parser.add_argument("--runs", type=int, help="measured runs per round (default 5; emulated 1)")
+    parser.add_argument("--warmup", type=int, help="warm-up runs before each round (default 2; emulated 0)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds, each a separate process (default 10: 5+ give "
+                                                   "CIs between processes; emulated 1)")
+    parser.add_argument("--qemu", type=Path, default=DEFAULT_QEMU,
+                        help="--platform emulated: qemu-aarch64 >= 11 (default build/emulator/bin/qemu-aarch64, "
+                             "from scripts/setup_emulator.sh)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (default 1)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["timing", "trace"],
                         help="modes per experiment (default timing trace)")
@@ -308,6 +378,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise ConfigInputError("--out is required (a file name, or '-' to print); or use --interactive")
         args.compare = args.compare or (default_comparisons(args.platform) if args.interactive
                                         else auto_comparisons(args))
+        fill_run_counts(args)
         args.output_root = args.output_root or default_output_root(args)
         to_stdout = str(args.out) == "-"
         config = build_config(args, Path.cwd() if to_stdout else args.out.resolve().parent)

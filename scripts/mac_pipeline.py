@@ -14,7 +14,9 @@ that drift and heat hit both alike; every round's latencies and median are kept 
 order that really ran is recorded in manifest.json (`execution_log`). Experiments that fail
 (missing model or runner, a runner that crashes) are recorded with a one-line error while
 the others complete. Labels never lie: an experiment whose runner has SME2 kernels but runs
-on a CPU without SME2 is marked "SME2 not available on this CPU".
+on a CPU without SME2 is marked "SME2 not available on this CPU". An experiment with
+"hide_cpu_features" runs with the feature-mask library beside its runner preloaded
+(feature_mask_env), and fails when the runner reports that it still saw what was hidden.
 
 An earlier run is never overwritten: if output_root already holds one, this run goes to a
 new timestamped sibling (or continue the earlier run with --resume). At the end it calls
@@ -31,6 +33,8 @@ Config format: configs/config.schema.json. Run directory and manifest: scripts/R
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import importlib.metadata
 import json
 import math
@@ -60,11 +64,21 @@ RUNNER_BINARY = "profiling_runner"
 MODES = ("timing", "trace", "kernels")
 DEFAULTS = {"mode": ["timing", "trace"], "runs": 5, "warmup": 2, "rounds": 10, "threads": [1], "timeout_s": 600.0}
 # Settings that make two runs of one experiment comparable; --resume refuses to mix others.
-RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity")
+RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity",
+               "hide_cpu_features")
 SME2_MISSING_NOTE = "SME2 not available on this CPU"
 SME2_UNKNOWN_NOTE = "SME2 support of this CPU unknown (scripts/validate_setup.py did not report it)"
 ARM_ARCHES = {"arm64", "aarch64"}
+# Platform "emulated": the arm64 runner under qemu-aarch64 (scripts/setup_emulator.sh puts it here).
+DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
+DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
+QEMU_LOG = "qemu_in_asm.log"
+PROC_MAPS = "proc_maps.txt"
+EMULATED_NOTE = "emulated: timings not meaningful"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOCK_FILE = ".pipeline.lock"  # held (flock) by the pipeline that owns the run directory
+EXIT_DEVICE_LOST = 75  # android_pipeline.py --launch: the device went away, stop and let --resume continue
+LAUNCHER_GRACE_S = 60.0  # a launcher gets this long beyond timeout_s to stop the device side itself
 
 
 class ConfigError(Exception):
@@ -73,6 +87,30 @@ class ConfigError(Exception):
 
 class StepError(Exception):
     """One runner invocation failed; the experiment is marked failed, the others go on."""
+
+
+class DeviceLost(Exception):
+    """The launcher lost the device: the run stops as interrupted, --resume continues it."""
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: stop, record `interrupted`, exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, _frame: Any) -> None:
+    # One interrupt is enough: the cleanup that follows must not be cut short by a second one.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def catch_interrupts() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), raise_interrupted)
 
 
 @dataclass
@@ -94,6 +132,10 @@ class Cell:
     env: dict[str, str]
     extra_args: list[str]
     cpu_affinity: list[int]
+    emulator: list[str] = field(default_factory=list)  # qemu-aarch64 command prefix on platform emulated
+    hide_cpu_features: list[str] = field(default_factory=list)
+    mask_env: dict[str, str] = field(default_factory=dict)
+    cpu_features_seen: Optional[dict] = None
     selected: bool = True
     runner_json: Optional[dict] = None
     status: str = "pending"
@@ -104,7 +146,8 @@ class Cell:
     def settings(self) -> dict:
         return {"runner_path": str(self.runner_binary), "model": str(self.model), "modes": self.modes,
                 "runs": self.runs, "warmup": self.warmup, "rounds": self.rounds, "env": self.env,
-                "extra_args": self.extra_args, "cpu_affinity": self.cpu_affinity}
+                "extra_args": self.extra_args, "cpu_affinity": self.cpu_affinity,
+                "hide_cpu_features": self.hide_cpu_features}
 
 
 @dataclass
@@ -127,20 +170,52 @@ def find_schema(explicit: Optional[Path]) -> Path:
     return schema
 
 
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """A JSON file as Python data, or ConfigError naming the problem and `fix` in one line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_float=finite_float, parse_constant=no_constant)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                          f"{error.msg}); {fix}") from None
+    except ValueError as error:
+        raise ConfigError(f"{what} {path}: {error}; {fix}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}; {fix}") from None
+
+
+def strict_validator(schema: dict) -> jsonschema.protocols.Validator:
+    """JSON Schema validation where an integer is written as one: 1e1 or 10.0 is not a run count."""
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)(schema)
+
+
 def load_config(path: Path, schema_path: Path) -> dict:
     """The config as given, checked against the JSON Schema (first problem only, in one line)."""
     if not path.is_file():
         raise ConfigError(f"config not found: {path}; write one with scripts/generate_config.py")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-                          "fix the file or regenerate it with scripts/generate_config.py") from None
-    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    fix = "fix the file or regenerate it with scripts/generate_config.py"
+    config = read_json(path, "config", fix)
+    validator = strict_validator(read_json(schema_path, "schema", "get configs/config.schema.json again"))
     problem = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if problem is not None:
         where = "/".join(str(part) for part in problem.absolute_path) or "(top level)"
-        raise ConfigError(f"{path}: invalid config at {where}: {problem.message}; see configs/config.schema.json")
+        hint = " (write whole numbers without a point or exponent)" if "'integer'" in problem.message else ""
+        raise ConfigError(f"{path}: invalid config at {where}: {problem.message}{hint}; "
+                          "see configs/config.schema.json")
     return config
 
 
@@ -151,6 +226,17 @@ def resolve_runner(reference: str, config_dir: Path, runners_dir: Path) -> tuple
     if candidate.is_file():
         return candidate.parent, candidate
     return candidate, candidate / RUNNER_BINARY
+
+
+def emulator_command(config: dict, config_dir: Path) -> list[str]:
+    """The qemu-aarch64 prefix that runs the arm64 runner on platform emulated, else []. One emulated
+    CPU per run: the device facts, and so the SME2 labels, are the run's."""
+    if config.get("platform") != "emulated":
+        return []
+    emulator = config.get("emulator", {})
+    qemu = emulator.get("qemu", str(DEFAULT_QEMU))
+    qemu = str((config_dir / qemu).resolve()) if "/" in qemu else qemu
+    return [qemu, "-L", emulator.get("sysroot", DEFAULT_SYSROOT), "-cpu", emulator.get("cpu", "max")]
 
 
 def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
@@ -174,7 +260,9 @@ def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
                 rounds=experiment.get("rounds", DEFAULTS["rounds"]),
                 timeout_s=float(experiment.get("timeout_s", DEFAULTS["timeout_s"])),
                 env=dict(experiment.get("env", {})), extra_args=list(experiment.get("extra_args", [])),
-                cpu_affinity=list(experiment.get("cpu_affinity", []))))
+                cpu_affinity=list(experiment.get("cpu_affinity", [])),
+                emulator=emulator_command(config, config_dir),
+                hide_cpu_features=sorted(experiment.get("hide_cpu_features", []))))
     dirs = [cell.dir for cell in cells]
     clash = next((d for d in dirs if dirs.count(d) > 1), None)
     if clash:
@@ -213,6 +301,30 @@ def resolve_compare(config: dict, cells: list[Cell]) -> list[dict]:
             pairs.append({"baseline": b.dir, "candidate": c.dir, **({"comment": entry["comment"]}
                                                                       if "comment" in entry else {})})
     return pairs
+
+
+def model_identity(model: Path) -> Optional[str]:
+    """The network a .pte was exported from, from export_model.py's JSON beside it (None if unknown)."""
+    try:
+        metadata = json.loads(model.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = metadata.get("model") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def check_pair_models(pairs: list[dict], cells: list[Cell]) -> None:
+    """A compare pair measures one network two ways (runner, backend, dtype, mask); two networks make a
+    'speedup' that means nothing. Unknown identity (no export JSON) is recorded, not refused."""
+    by_dir = {c.dir: c for c in cells}
+    for pair in pairs:
+        base, cand = by_dir[pair["baseline"]], by_dir[pair["candidate"]]
+        names = (model_identity(base.model), model_identity(cand.model))
+        if None not in names and names[0] != names[1]:
+            raise ConfigError(f"compare {base.name} -> {cand.name} runs two different models ({names[0]} vs "
+                              f"{names[1]}): a speedup between them means nothing; compare two exports of one "
+                              "model, or drop the compare entry")
+        pair["model"] = names[0] if names[0] == names[1] else None
 
 
 def select_cells(cells: list[Cell], only: Optional[list[str]]) -> None:
@@ -298,7 +410,7 @@ def existing_run_dir(output_root: Path, explicit: Optional[Path], why: str) -> P
     if explicit:
         if not (explicit / MANIFEST).is_file():
             raise ConfigError(f"--run-dir {explicit} holds no {MANIFEST}; point it at a run directory")
-        return explicit
+        return explicit.resolve()
     runs = run_dirs_of(output_root)
     if not runs:
         raise ConfigError(f"no earlier run found at {output_root} for {why}; run the pipeline without it first")
@@ -306,9 +418,132 @@ def existing_run_dir(output_root: Path, explicit: Optional[Path], why: str) -> P
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Write a temporary file and rename it over `path`: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def lock_run_dir(run_dir: Path, create: bool) -> Optional[int]:
+    """Take the run directory's lock (held until this process ends), or None if another pipeline holds it.
+    The kernel drops an flock when its holder dies, so a killed pipeline never leaves a lock that blocks."""
+    path = run_dir / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if create else 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES) or create or not path.is_file():
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a read-only run directory can still be locked and read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_holder(run_dir: Path) -> str:
+    try:
+        return (run_dir / LOCK_FILE).read_text().split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def note_lock_owner(fd: int) -> Optional[str]:
+    """Record this process in the lock file; returns the PID written there before (a dead holder's)."""
+    previous = os.pread(fd, 64, 0).decode(errors="replace").split()
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {now_iso()}\n".encode(), 0)
+    except OSError:
+        pass  # read-only run directory: the lock still works, only the note is missing
+    return previous[0] if previous else None
+
+
+def claim_new_run_dir(output_root: Path) -> tuple[Path, int]:
+    """Create and lock a run directory no other pipeline can share: output_root if it is unused,
+    else a new timestamped sibling. mkdir and O_EXCL are atomic, so two pipelines never pick one folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidates = [output_root] + [output_root.with_name(f"{output_root.name}-{stamp}" + (f"-{n}" if n > 1 else ""))
+                                  for n in range(1, 1000)]
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True)
+        except FileExistsError:
+            if candidate != output_root or not candidate.is_dir() or any(candidate.iterdir()):
+                continue  # a folder someone made but left empty is still free to claim
+        try:
+            fd = lock_run_dir(candidate, create=True)
+        except FileExistsError:
+            continue
+        if fd is None or any(p.name != LOCK_FILE for p in candidate.iterdir()):
+            if fd is not None:
+                os.close(fd)
+            continue
+        note_lock_owner(fd)
+        return candidate, fd
+    raise ConfigError(f"no free run directory next to {output_root}; clean up old runs")
+
+
+def claim_existing_run_dir(run_dir: Path, why: str) -> tuple[int, Optional[str]]:
+    """Lock an earlier run for --resume / --analysis-only: (lock, PID of the pipeline that had it before)."""
+    try:
+        fd = lock_run_dir(run_dir, create=False)
+    except OSError as error:
+        raise ConfigError(f"cannot lock {run_dir} for {why}: {error.strerror}; check the folder's permissions") from None
+    if fd is None:
+        raise ConfigError(f"{run_dir} is in use by another pipeline (PID {lock_holder(run_dir)}); "
+                          f"wait for it to finish, then run {why} again")
+    return fd, note_lock_owner(fd)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    fix = "this run cannot be continued; start a new run without --resume / --analysis-only"
+    manifest = read_json(run_dir / MANIFEST, "manifest", fix)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments"), list) or not all(
+            isinstance(e, dict) and isinstance(e.get("dir"), str) for e in manifest["experiments"]):
+        raise ConfigError(f"manifest {run_dir / MANIFEST} does not have the manifest's shape "
+                          f"(an object with an experiments list); {fix}")
+    return manifest
+
+
+def close_stale_run(run_dir: Path, manifest: dict, previous_pid: Optional[str], console: Console) -> None:
+    """A manifest left `running` by a pipeline that no longer holds the lock: it was killed."""
+    if manifest.get("status") != "running":
+        return
+    manifest["status"] = "interrupted"
+    manifest["interrupted_by"] = f"the pipeline (PID {previous_pid or 'unknown'}) stopped without closing the run"
+    for entry in manifest["experiments"]:
+        if entry.get("status") == "running":
+            entry["status"] = "pending"
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    console.print(f"[yellow]{run_dir} was left running by PID {previous_pid or 'unknown'}, which is gone;[/yellow] "
+                  "marked interrupted", soft_wrap=True)
+
+
+def close_stale_runs(output_root: Path, console: Console) -> None:
+    """Mark earlier runs of this output_root that a killed pipeline left `running` as interrupted."""
+    for run_dir in run_dirs_of(output_root) if output_root.parent.is_dir() else []:
+        try:
+            manifest = json.loads((run_dir / MANIFEST).read_text())
+            if not isinstance(manifest, dict) or manifest.get("status") != "running":
+                continue
+            fd = lock_run_dir(run_dir, create=False)
+        except (OSError, ValueError):
+            continue
+        if fd is not None:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+                close_stale_run(run_dir, manifest, holder[0] if holder else None, console)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 # --- host facts and labels ---------------------------------------------------------------
@@ -353,12 +588,14 @@ def host_facts(console: Console) -> tuple[dict, dict]:
     return {**basic, **(report.get("host") or {})}, {**versions, **(report.get("versions") or {})}
 
 
-def sme2_label(runner_json: Optional[dict], cpu_sme2: Optional[bool]) -> tuple[Optional[str], bool, str]:
-    """(label, effective, note): what the runner claims, and whether this CPU can make it true."""
+def sme2_label(runner_json: Optional[dict], cpu_sme2: Optional[bool],
+               hidden: Optional[list[str]] = None) -> tuple[Optional[str], bool, str]:
+    """(label, effective, note): what the runner claims, and whether this CPU can make it true.
+    A runner whose SME2 the feature mask hides is OFF (the pipeline checks that the mask took)."""
     claimed = (runner_json or {}).get("sme2_kernels")
     if not isinstance(claimed, bool):
         return None, False, ""
-    if not claimed:
+    if not claimed or "sme2" in (hidden or []):
         return "off", False, ""
     if cpu_sme2 is True:
         return "on", True, ""
@@ -379,6 +616,57 @@ def compare_entry(pair: dict, cells_by_dir: dict[str, Cell]) -> dict:
     return entry
 
 
+# --- feature mask ------------------------------------------------------------------------
+
+
+def feature_mask_env(runner_dir: Path, runner_json: Optional[dict], hide: list[str]) -> dict[str, str]:
+    """The environment that makes the runner in runner_dir see a CPU without the `hide` features:
+    its feature-mask library (runner.json "feature_mask") preloaded, and the control variable.
+    Empty when nothing is hidden. Raises ConfigError when the runner has no mask library."""
+    if not hide:
+        return {}
+    mask = (runner_json or {}).get("feature_mask")
+    if not isinstance(mask, dict) or not all(isinstance(mask.get(k), str) for k in
+                                             ("library", "preload_variable", "control_variable")):
+        raise ConfigError(f"runner {runner_dir.name} has no feature-mask library (no feature_mask in its "
+                          "runner.json), so it cannot hide SME/SME2; rebuild it with python scripts/build_runners.py")
+    library = runner_dir / mask["library"]
+    if not library.is_file():
+        raise ConfigError(f"feature-mask library {library} is missing; rebuild the runner with "
+                          "python scripts/build_runners.py")
+    return {mask["preload_variable"]: str(library), mask["control_variable"]: ":".join(sorted(hide))}
+
+
+MASK_NOT_APPLIED_CAUSE = {
+    "DYLD_INSERT_LIBRARIES": "macOS drops DYLD_* for SIP-protected and hardened binaries and for anything started "
+                             "through /bin/sh or /usr/bin/env; run the runner that build_runners.py built, directly",
+    "LD_PRELOAD": "the preload did not reach the runner (a wrapper cleared LD_PRELOAD, or the runner is statically "
+                  "linked); run the dynamically linked runner that build_runners.py built, with nothing in between",
+}
+
+
+def check_features_seen(cell: Cell, runner_timing: dict, cpu_sme2: Optional[bool]) -> None:
+    """Labels never lie: the CPU features the runner saw must be what the experiment asked for."""
+    seen = runner_timing.get("cpu_features_seen")
+    if isinstance(seen, dict):
+        cell.cpu_features_seen = seen
+    if not cell.hide_cpu_features:
+        if isinstance(seen, dict) and cpu_sme2 is True and seen.get("sme2") is False and \
+                str(seen.get("read_with", "")).startswith(("getauxval", "sysctl")):
+            raise StepError("the runner did not see SME2 although this CPU has it: something in the environment "
+                            "hides it (an LD_PRELOAD / DYLD_INSERT_LIBRARIES or SME_KIT_HIDE_CPU_FEATURES you set); "
+                            "unset it, or say \"hide_cpu_features\" in the config")
+        return
+    if not isinstance(seen, dict):
+        raise StepError("the runner does not report cpu_features_seen, so its feature mask cannot be checked; "
+                        "rebuild it with python scripts/build_runners.py")
+    leaked = [name for name in cell.hide_cpu_features if seen.get(name) is True]
+    if leaked:
+        preload = next((k for k in cell.mask_env if k in MASK_NOT_APPLIED_CAUSE), "LD_PRELOAD")
+        raise StepError(f"feature mask did not take effect: the runner still saw {' and '.join(leaked).upper()} "
+                        f"with hide_cpu_features {cell.hide_cpu_features}; {MASK_NOT_APPLIED_CAUSE[preload]}")
+
+
 # --- preflight ---------------------------------------------------------------------------
 
 
@@ -387,13 +675,36 @@ def read_runner_json(cell: Cell) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        runner_json = json.loads(path.read_text())
+    except (OSError, ValueError):
+        runner_json = None
+    if not isinstance(runner_json, dict):
+        cell.warnings.append(f"{path} is not a runner.json object (damaged?): ignored; rebuild the runner with "
+                             "scripts/build_runners.py")
         return None
+    return runner_json
 
 
 def host_platform() -> str:
     return "mac" if sys.platform == "darwin" else "linux"
+
+
+def emulated_device_facts(config: dict, config_dir: Path) -> Optional[dict]:
+    """The emulated CPU of platform emulated, as device facts (QEMU >= 11's -cpu max has SME and SME2)."""
+    if config.get("platform") != "emulated":
+        return None
+    qemu, _, sysroot, _, cpu = emulator_command(config, config_dir)
+    try:
+        version = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except OSError:
+        version = ""
+    major = re.search(r"version (\d+)\.", version)
+    sme = bool(major) and "sme=off" not in cpu
+    return {"pipeline": "mac_pipeline.py", "device": {
+        "model": f"QEMU user mode -cpu {cpu}", "emulator": version or f"{qemu} (not found)", "cpu_model": cpu,
+        "sysroot": sysroot, "abi": "arm64", "emulated": True, "note": EMULATED_NOTE,
+        "sme": sme, "sme2": sme and int(major.group(1)) >= 11,
+        "sme_source": "QEMU -cpu max emulates SME, and SME2 from QEMU 11 on"}}
 
 
 def preflight(cell: Cell, local: bool) -> Optional[str]:
@@ -405,7 +716,13 @@ def preflight(cell: Cell, local: bool) -> Optional[str]:
                 "in the config)")
     if cell.runner_json is None:
         cell.warnings.append(f"no runner.json beside {cell.runner_binary}: the SME2 label is unknown")
-    if local and cell.runner_json:
+    if cell.emulator:
+        if not (Path(cell.emulator[0]).is_file() or shutil.which(cell.emulator[0])):
+            return f"emulator not found: {cell.emulator[0]} (run scripts/setup_emulator.sh, or fix 'emulator' in the config)"
+        if cell.runner_json and str(cell.runner_json.get("target_arch", "")).lower() not in ARM_ARCHES:
+            return (f"runner {cell.runner_ref} is not an arm64 build; the emulated platform runs "
+                    "prebuilt-linux-aarch64 (python scripts/build_runners.py --platform linux-aarch64)")
+    elif local and cell.runner_json:
         built_for = cell.runner_json.get("platform")
         arch = str(cell.runner_json.get("target_arch", "")).lower()
         here = platform.machine().lower().replace("amd64", "x86_64")
@@ -415,6 +732,10 @@ def preflight(cell: Cell, local: bool) -> Optional[str]:
             return f"runner {cell.runner_ref} was built for {built_for}, this host is {host_platform()}; rebuild it here"
         if arch and arch != here and not (arch in ARM_ARCHES and here in ARM_ARCHES):
             return f"runner {cell.runner_ref} targets {arch}, this host is {here}; build a runner for this host"
+    try:
+        cell.mask_env = feature_mask_env(cell.runner_dir, cell.runner_json, cell.hide_cpu_features)
+    except ConfigError as error:
+        return str(error)
     if "kernels" in cell.modes and not (cell.runner_json or {}).get("kernel_log"):
         cell.modes.remove("kernels")
         cell.warnings.append("kernels mode skipped: the runner was not built with the kernel log "
@@ -442,7 +763,17 @@ def runner_args(step: Step, cell_dir: Path) -> tuple[list[str], list[Path]]:
     elif step.mode == "trace":
         outputs = [cell_dir / "trace.etdump", cell_dir / "trace_timing.json"]
         args += ["--etdump_path", str(outputs[0]), "--timing_json", str(outputs[1])]
+        if cell.emulator:  # the map and QEMU's translated-code log give the instructions reached
+            args += ["--proc_maps_path", str(cell_dir / PROC_MAPS)]
+            outputs[1:1] = [cell_dir / PROC_MAPS, cell_dir / QEMU_LOG]  # the runner's timing JSON stays last
     return args + cell.extra_args, outputs
+
+
+def emulated(step: Step, cell_dir: Path) -> list[str]:
+    """qemu-aarch64 and its options for this step on platform emulated (the trace run logs translated code)."""
+    if not step.cell.emulator:
+        return []
+    return step.cell.emulator + (["-d", "in_asm", "-D", str(cell_dir / QEMU_LOG)] if step.mode == "trace" else [])
 
 
 def local_command(args: list[str], cell: Cell) -> list[str]:
@@ -471,6 +802,42 @@ def failure_line(output: str, returncode: int) -> str:
     return f"runner exited with code {returncode}" + (f": {lines[-1]}" if lines else "")
 
 
+def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
+    """End a step's whole process group: the runner and anything it started. A launcher first gets
+    SIGTERM and grace_s to stop the device side itself."""
+    if grace_s > 0 and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_step_process(command: list[str], env: dict, timeout_s: float, launcher: bool) -> tuple[str, Optional[int]]:
+    """(output, exit code or None on timeout). The step runs in its own process group (session) so a
+    timeout or an interrupt can end it with its children, and a terminal's Ctrl-C reaches only us."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                               env=env, start_new_session=True)
+    grace_s = 20.0 if launcher else 0.0
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s + (LAUNCHER_GRACE_S if launcher else 0.0))
+        return stdout + stderr, process.returncode
+    except subprocess.TimeoutExpired:
+        stop_process_group(process, grace_s)
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a grandchild that left the group still holds the pipes
+            stdout, stderr = "", ""
+        return stdout + stderr, None
+    except BaseException:
+        stop_process_group(process, grace_s)
+        raise
+
+
 def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[float, list[Path]]:
     """Run one step, log its output, raise StepError with one line on failure. Returns (seconds, outputs)."""
     cell = step.cell
@@ -479,53 +846,76 @@ def invoke(step: Step, cell_dir: Path, launcher: Optional[list[str]]) -> tuple[f
         stale.unlink(missing_ok=True)  # a leftover file must never pass for this run's output
     if launcher:
         spec = {"runner": str(cell.runner_binary), "args": args[1:], "outputs": [str(p) for p in outputs],
-                "env": cell.env, "cpu_affinity": cell.cpu_affinity, "mode": step.mode, "model": str(cell.model)}
+                "env": {**cell.mask_env, **cell.env}, "cpu_affinity": cell.cpu_affinity, "mode": step.mode,
+                "model": str(cell.model), "timeout_s": cell.timeout_s}
         spec_path = cell_dir / ".launch.json"
-        spec_path.write_text(json.dumps(spec))
+        write_json_atomic(spec_path, spec)
         command, env = launcher + [str(spec_path)], dict(os.environ)
     else:
-        command, env = local_command(args, cell), {**os.environ, **cell.env}
+        command, env = local_command(emulated(step, cell_dir) + args, cell), {**os.environ, **cell.mask_env, **cell.env}
     log_name = "kernels.log" if step.mode == "kernels" else "runner.log"
+    where = f"round {step.round}" if step.round is not None else "run"
     started = time.monotonic()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=cell.timeout_s)
-        output, code = result.stdout + result.stderr, result.returncode
-    except subprocess.TimeoutExpired as timeout:
-        output = (timeout.stdout or b"").decode(errors="replace") if isinstance(timeout.stdout, bytes) else (timeout.stdout or "")
-        code = None
+        output, code = run_step_process(command, env, cell.timeout_s, launcher is not None)
+    except OSError as error:  # not executable, not a binary for this machine, deleted meanwhile
+        raise StepError(f"{step.mode} {where}: cannot start {command[0]}: {error.strerror} (rebuild the runner with "
+                        "scripts/build_runners.py or fix 'runner' in the config)") from None
+    finally:
+        if launcher:
+            spec_path.unlink(missing_ok=True)
     seconds = time.monotonic() - started
-    if launcher:
-        spec_path.unlink(missing_ok=True)
-    where = f"round {step.round}" if step.round is not None else "run"
-    with (cell_dir / log_name).open("a") as log:
-        log.write(f"$ {shlex.join(command)}\n# {step.mode} {where}, {now_iso()}\n{output}")
-        log.write(f"# exit {code}, {seconds:.3f} s\n\n")
-    if code is None:
-        raise StepError(f"{step.mode} {where} timed out after {cell.timeout_s:g} s (raise timeout_s in the config)")
-    if code != 0:
-        raise StepError(f"{step.mode} {where} failed: {failure_line(output, code)} (log: {cell_dir / log_name})")
-    missing = [p.name for p in outputs if not p.is_file() or p.stat().st_size == 0]
-    if missing:
-        raise StepError(f"{step.mode} {where}: the runner exited 0 but wrote no {', '.join(missing)} "
-                        f"(log: {cell_dir / log_name})")
+    try:
+        with (cell_dir / log_name).open("a") as log:
+            log.write(f"$ {shlex.join(command)}\n# {step.mode} {where}, {now_iso()}\n{output}")
+            log.write(f"# exit {code}, {seconds:.3f} s\n\n")
+        if code == EXIT_DEVICE_LOST and launcher:
+            raise DeviceLost(failure_line(output, code))
+        if code is None:
+            raise StepError(f"{step.mode} {where} timed out after {cell.timeout_s:g} s; the runner and its children "
+                            "were stopped (raise timeout_s in the config and continue with --resume)")
+        if code != 0:
+            raise StepError(f"{step.mode} {where} failed: {failure_line(output, code)} (log: {cell_dir / log_name})")
+        missing = [p.name for p in outputs if not p.is_file() or p.stat().st_size == 0]
+        if missing:
+            raise StepError(f"{step.mode} {where}: the runner exited 0 but wrote no {', '.join(missing)} "
+                            f"(log: {cell_dir / log_name})")
+    except BaseException:
+        for partial in outputs:
+            partial.unlink(missing_ok=True)  # a half-written trace must not pass for a result later
+        raise
     return seconds, outputs
 
 
 def finite_latencies(values: Any) -> list[float]:
     if not isinstance(values, list) or not values:
         raise StepError("the runner's timing JSON has no latencies_ms")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise StepError("the runner's timing JSON holds a latency that is not a number")
     latencies = [float(v) for v in values]
     if not all(math.isfinite(v) and v > 0 for v in latencies):
         raise StepError("the runner's timing JSON holds a latency that is not a positive number")
     return latencies
 
 
+def read_runner_timing(path: Path) -> dict:
+    """The runner's own timing JSON (timing round or trace run); {} if unreadable (add_round says why)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) -> None:
     """Fold one timing round into <cell>/timing.json (format: scripts/README.md)."""
     try:
         runner_timing = json.loads(round_file.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise StepError(f"timing round {round_index}: the runner wrote invalid JSON to {round_file.name}") from None
+    if not isinstance(runner_timing, dict):
+        raise StepError(f"timing round {round_index}: {round_file.name} is not a JSON object; is this runner "
+                        "built from runner/ (scripts/build_runners.py)?")
     latencies = finite_latencies(runner_timing.get("latencies_ms"))
     round_file.unlink()
     timing_path = cell_dir / "timing.json"
@@ -533,6 +923,7 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
         "schema_version": SCHEMA_VERSION, "experiment": cell.name, "threads": cell.threads,
         "runs_per_round": cell.runs, "warmup": cell.warmup, "rounds": []}
     timing["cpu_threads_reported"] = runner_timing.get("cpu_threads")
+    timing["cpu_features_seen"] = runner_timing.get("cpu_features_seen")
     timing["rounds"].append({"round": round_index, "latencies_ms": latencies, "load_ms": runner_timing.get("load_ms")})
     timing["latencies_ms"] = [v for r in timing["rounds"] for v in r["latencies_ms"]]
     timing["round_medians_ms"] = [statistics.median(r["latencies_ms"]) for r in timing["rounds"]]
@@ -540,7 +931,7 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
 
 
 def cell_files(cell_dir: Path) -> list[str]:
-    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log")
+    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log", PROC_MAPS, QEMU_LOG)
     return [name for name in wanted if (cell_dir / name).is_file()]
 
 
@@ -550,6 +941,8 @@ def experiment_entry(cell: Cell, run_dir: Path, runner_key: str) -> dict:
             "runner_path": str(cell.runner_binary), "model": str(cell.model), "modes": cell.modes,
             "runs": cell.runs, "warmup": cell.warmup, "rounds": cell.rounds, "cpu_affinity": cell.cpu_affinity,
             "env": cell.env, "extra_args": cell.extra_args,
+            "hide_cpu_features": cell.hide_cpu_features, "feature_mask_env": cell.mask_env,
+            "cpu_features_seen": cell.cpu_features_seen,
             "sme2_label": label, "sme2_effective": effective, "note": note,
             "status": cell.status, "error": cell.error, "warnings": cell.warnings,
             "files": cell_files(run_dir / cell.dir)}
@@ -559,7 +952,27 @@ def runner_key(cell: Cell) -> str:
     return cell.runner_dir.name
 
 
+def mark_pairing(manifest: dict) -> None:
+    """Say per compare pair whether its timing rounds really alternated in one session (the paired
+    analysis relies on it): after --resume a side may have run in another session than its partner."""
+    last_session: dict[str, int] = {}
+    for entry in manifest.get("execution_log", []):
+        if entry.get("mode") == "timing":
+            last_session[entry["experiment"]] = entry["session"]
+    for pair in manifest.get("compare", []):
+        base, cand = last_session.get(pair["baseline"]), last_session.get(pair["candidate"])
+        pair["rounds_interleaved"] = base is not None and base == cand
+        if base is None or cand is None:
+            pair["pairing_note"] = "one side has no timing rounds yet: nothing to pair"
+        elif base != cand:
+            pair["pairing_note"] = (f"baseline rounds ran in session {base}, candidate rounds in session {cand}: "
+                                    "the rounds were not interleaved, compare them as independent samples")
+        else:
+            pair["pairing_note"] = ""
+
+
 def write_manifest(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
+    mark_pairing(manifest)
     kept = {e["dir"]: e for e in manifest.get("experiments", [])}
     for cell in cells:
         if cell.status != "kept":
@@ -573,6 +986,7 @@ def write_manifest(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
 def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path, launcher: Optional[list[str]],
             session: int, console: Console) -> None:
     """Run the schedule with progress bars; a failing step fails its experiment only."""
+    cpu = manifest.get("device") or manifest["host"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         whole = progress.add_task("[bold]plan", total=len(steps))
@@ -591,6 +1005,8 @@ def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path,
                      "started": now_iso("milliseconds")}
             try:
                 seconds, outputs = invoke(step, cell_dir, launcher)
+                if step.mode in ("timing", "trace"):
+                    check_features_seen(cell, read_runner_timing(outputs[-1]), cpu.get("sme2"))
                 if step.mode == "timing":
                     add_round(cell, cell_dir, step.round, outputs[0])
                 entry.update(seconds=round(seconds, 4), status="ok")
@@ -613,7 +1029,7 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
     """Call analyze_results.py; a failure leaves raw results and manifest in place."""
     script = Path(__file__).resolve().parent / "analyze_results.py"
     command = [sys.executable, str(script), "--run-dir", str(run_dir)]
-    rerun = (f"rerun it alone with: python scripts/mac_pipeline.py --config {config_path} --analysis-only "
+    rerun = (f"rerun it alone with: {script_command('mac_pipeline.py')} --config {config_path} --analysis-only "
              f"--run-dir {run_dir}")
     if not script.is_file():
         console.print(f"[yellow]analysis not run:[/yellow] {script} not found; the raw results are in {run_dir}; "
@@ -633,20 +1049,23 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
 
 def summarize(run_dir: Path, console: Console) -> None:
     """A table of what ran, then one line per error, SME2 note or warning (tables fold long text)."""
-    table = Table(title=f"Run {run_dir}")
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    emulated_note = f" ({EMULATED_NOTE})" if (manifest.get("device") or {}).get("emulated") else ""
+    table = Table(title=f"Run {run_dir}{emulated_note}")
     for column in ("experiment", "status", "runs", "E2E median ms", "round medians ms", "SME2 label"):
         table.add_column(column, overflow="fold")
-    manifest = json.loads((run_dir / MANIFEST).read_text())
     remarks = []
     for entry in manifest["experiments"]:
         timing_path = run_dir / entry["dir"] / "timing.json"
         median, rounds, count = "", "", ""
-        if timing_path.is_file():
-            timing = json.loads(timing_path.read_text())
-            if timing.get("latencies_ms"):
+        try:  # a timing.json edited by hand must not stop the summary
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+            if isinstance(timing, dict) and timing.get("latencies_ms"):
                 median = f"{statistics.median(timing['latencies_ms']):.4f}"
                 rounds = " ".join(f"{v:.4f}" for v in timing["round_medians_ms"])
                 count = str(len(timing["latencies_ms"]))
+        except (OSError, ValueError, TypeError, KeyError, statistics.StatisticsError):
+            median = "unreadable timing.json"
         status = {"ok": "[green]ok", "failed": "[red]failed", "skipped": "[dim]skipped"}.get(entry["status"],
                                                                                          entry["status"])
         label = entry.get("sme2_label") or "-"
@@ -718,20 +1137,16 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict, list[Cell], list[dict
     config = load_config(config_path, find_schema(args.schema))
     cells = plan_cells(config, config_path.parent, args.runners_dir.resolve())
     pairs = resolve_compare(config, cells)
+    check_pair_models(pairs, cells)
     select_cells(cells, args.only)
     output_root = (args.output_root.resolve() if args.output_root
                    else (config_path.parent / config["output_root"]).resolve())
     return config_path, config, cells, pairs, output_root
 
 
-def start_manifest(run_dir: Path, config_path: Path, config: dict, resume: bool, device_facts: Optional[dict],
-                   console: Console) -> dict:
-    if resume:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-        manifest.setdefault("execution_log", [])
-        manifest["status"] = "running"
-        return manifest
-    host, versions = host_facts(console)
+def start_manifest(run_dir: Path, config_path: Path, config: dict, facts: tuple[dict, dict],
+                   device_facts: Optional[dict]) -> dict:
+    host, versions = facts
     return {"schema_version": SCHEMA_VERSION, "created": now_iso(), "updated": now_iso(), "status": "running",
             "pipeline": (device_facts or {}).get("pipeline", "mac_pipeline.py"),
             "config_path": str(config_path), "config": config, "versions": versions, "host": host,
@@ -739,39 +1154,54 @@ def start_manifest(run_dir: Path, config_path: Path, config: dict, resume: bool,
             "execution_log": [], "sessions": []}
 
 
-def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path) -> None:
-    """Keep experiments that already completed with the same settings; rerun the rest afresh."""
+def comparable_config(config: Any) -> Any:
+    """A config without what may change between a run and its --resume: comments and timeouts."""
+    if isinstance(config, dict):
+        return {k: comparable_config(v) for k, v in config.items() if k not in ("comment", "timeout_s")}
+    if isinstance(config, list):
+        return [comparable_config(v) for v in config]
+    return config
+
+
+def check_resumable(manifest: dict, config: dict, pipeline: str, run_dir: Path) -> None:
+    """--resume continues the same experiments with the same tool, or refuses in one line."""
+    made_by = manifest.get("pipeline", "mac_pipeline.py")
+    if made_by != pipeline:
+        raise ConfigError(f"{run_dir} was made by {made_by}; continue it with {made_by} --resume, not {pipeline}")
+    earlier = comparable_config(manifest.get("config"))
+    if earlier != comparable_config(config):
+        keys = sorted(k for k in set(earlier or {}) | set(config) if (earlier or {}).get(k) != config.get(k))
+        raise ConfigError(f"--resume: {run_dir} was run with another config (differs in: {', '.join(keys)}); "
+                          "start a new run without --resume, or resume with the config saved in its manifest.json")
+
+
+def apply_resume(manifest: dict, cells: list[Cell], run_dir: Path, console: Console) -> None:
+    """Keep experiments that completed with the same settings and still have their files; rerun the rest."""
     previous = {e["dir"]: e for e in manifest.get("experiments", [])}
     for cell in cells:
         entry = previous.get(cell.dir)
         if not entry:
             continue
-        earlier = {key: entry.get(key) for key in RESUME_KEYS}
+        earlier = {key: entry.get(key, [] if key == "hide_cpu_features" else None) for key in RESUME_KEYS}
         now = cell.settings()
         if entry.get("status") == "ok":
             changed = [key for key in RESUME_KEYS if key != "modes" and earlier[key] != now[key]]
             if changed:
                 raise ConfigError(f"--resume: {cell.dir} already ran in {run_dir} with another {changed[0]} "
                                   f"({earlier[changed[0]]} vs {now[changed[0]]}); start a new run without --resume")
-            cell.status = "kept"
-        elif cell.selected and (run_dir / cell.dir).exists():
-            # Keep the failed attempt's files for the record; the retry starts from an empty folder.
+            gone = [name for name in entry.get("files") or [] if not (run_dir / cell.dir / name).is_file()]
+            if not gone:
+                cell.status = "kept"
+                continue
+            console.print(f"[yellow]{cell.dir}:[/yellow] {', '.join(gone)} gone from {run_dir}; running it again",
+                          soft_wrap=True)
+            cell.selected = True
+        if cell.selected and (run_dir / cell.dir).exists():
+            # Keep the earlier attempt's files for the record; the retry starts from an empty folder.
             attempt = 1
             while (run_dir / f"{cell.dir}.attempt{attempt}").exists():
                 attempt += 1
             (run_dir / cell.dir).rename(run_dir / f"{cell.dir}.attempt{attempt}")
-
-
-def choose_run_dir(args: argparse.Namespace, output_root: Path, console: Console) -> Path:
-    if args.resume:
-        run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
-        console.print(f"resuming {run_dir}")
-        return run_dir
-    run_dir = fresh_run_dir(output_root)
-    if run_dir != output_root:
-        console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run_dir} "
-                      "(use --resume to continue the earlier one)", soft_wrap=True)
-    return run_dir
 
 
 def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool, console: Console) -> None:
@@ -783,7 +1213,7 @@ def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool,
             entry = previous[cell.dir]
             cell.label = (entry.get("sme2_label"), entry.get("sme2_effective", False), entry.get("note", ""))
             continue
-        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"))
+        cell.label = sme2_label(cell.runner_json, cpu.get("sme2"), cell.hide_cpu_features)
         if not cell.selected:
             if cell.dir in previous:
                 cell.status = "kept"  # --resume --only: what ran before stays as it was
@@ -799,6 +1229,14 @@ def prepare_cells(cells: list[Cell], manifest: dict, run_dir: Path, local: bool,
             manifest["runners"][runner_key(cell)] = {**cell.runner_json, "path": str(cell.runner_dir)}
 
 
+def run_status(experiments: list[dict]) -> str:
+    """complete only when every experiment ran: a pair with one side still to run is `partial`."""
+    statuses = [e.get("status") for e in experiments]
+    if any(status not in ("ok", "failed") for status in statuses):
+        return "partial"
+    return "complete_with_errors" if "failed" in statuses else "complete"
+
+
 def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
     """Close the session in the manifest; returns how many experiments of the run failed."""
     for cell in cells:
@@ -806,40 +1244,169 @@ def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
             cell.status = "ok"
     write_manifest(manifest, cells, run_dir)
     failed = sum(e["status"] == "failed" for e in manifest["experiments"])
-    manifest["status"] = "complete_with_errors" if failed else "complete"
+    manifest["status"] = run_status(manifest["experiments"])
     manifest["sessions"][-1]["finished"] = now_iso()
     write_manifest(manifest, cells, run_dir)
     return failed
 
 
+def script_command(script: str) -> str:
+    """How to run a script of this folder from here, with the interpreter that is running now."""
+    def short(path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return f"{short(Path(sys.executable))} {short(Path(__file__).resolve().parent / script)}"
+
+
+def resume_hint(pipeline: str, config_path: Path, run_dir: Path) -> str:
+    return f"{script_command(pipeline)} --config {config_path} --resume --run-dir {run_dir}"
+
+
+def problem_of(error: OSError, where: Optional[Path]) -> tuple[str, str]:
+    """(what went wrong, what to do) for a file system error, in words a reader can act on."""
+    reason = f"cannot write {error.filename or where}: {error.strerror}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return reason, "free disk space"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return reason, "make the folder writable or choose another --output-root"
+    return reason, "check the disk"
+
+
+@dataclass
+class Run:
+    """What the fault handlers of main() need to close the run directory properly."""
+
+    config_path: Path
+    pipeline: str = "mac_pipeline.py"
+    run_dir: Optional[Path] = None
+    manifest: Optional[dict] = None
+    cells: list[Cell] = field(default_factory=list)
+    phase: str = "start"  # start, run, analysis
+
+
+def close_run(run: Run, status: str, console: Console) -> None:
+    """Record why the run stopped; if even that cannot be written, the previous manifest stays intact."""
+    if run.manifest is None or run.run_dir is None:
+        return
+    if run.phase == "analysis":
+        run.manifest["analysis"] = {"status": "interrupted", "command": "", "detail": status}
+    else:
+        run.manifest["status"] = status
+        if run.manifest.get("sessions"):
+            run.manifest["sessions"][-1]["finished"] = now_iso()
+    try:
+        write_manifest(run.manifest, run.cells, run.run_dir)
+    except OSError as error:
+        console.print(f"[red]could not record '{status}' in {run.run_dir / MANIFEST}:[/red] {error.strerror}; "
+                      "the manifest keeps its previous state", soft_wrap=True)
+
+
+def next_step_hint(run: Run) -> str:
+    if run.phase == "analysis":
+        return (f"{script_command('mac_pipeline.py')} --config {run.config_path} --analysis-only "
+                f"--run-dir {run.run_dir}")
+    return resume_hint(run.pipeline, run.config_path, run.run_dir)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console()
+    catch_interrupts()
+    run = Run(config_path=args.config.resolve())
     try:
-        config_path, config, cells, pairs, output_root = prepare(args)
-        for cell in cells:
-            cell.runner_json = read_runner_json(cell)
-        if args.dry_run:
-            plan = dry_run_plan(config_path, cells, pairs, build_schedule(cells, pairs), output_root)
-            if args.json:
-                print(json.dumps(plan, indent=2))
-            else:
-                show_plan(plan, console)
-            return EXIT_OK
-        if args.analysis_only:
-            run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
-            console.print(f"analysing {run_dir}")
-            return EXIT_OK if run_analysis(run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
-        run_dir = choose_run_dir(args, output_root, console)
-        device_facts = json.loads(args.device_facts.read_text()) if args.device_facts else None
-        manifest = start_manifest(run_dir, config_path, config, args.resume, device_facts, console)
-        if args.resume:
-            apply_resume(manifest, cells, run_dir)
+        return run_pipeline(args, run, console)
     except ConfigError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return EXIT_BAD_INPUT
+    except Interrupted as interrupt:
+        close_run(run, "interrupted", console)
+        if run.manifest is None:
+            console.print(f"[yellow]interrupted ({interrupt}) before the run started;[/yellow] nothing was written; "
+                          "run the same command again", soft_wrap=True)
+        else:
+            console.print(f"[yellow]interrupted ({interrupt});[/yellow] continue with: {next_step_hint(run)}",
+                          soft_wrap=True)
+        return 128 + interrupt.signum
+    except DeviceLost as lost:
+        if run.manifest is not None:
+            run.manifest["interrupted_by"] = "device disconnected"
+        close_run(run, "interrupted", console)
+        console.print(f"[bold red]error:[/bold red] {lost}; reconnect the device (adb devices must list it as "
+                      f"'device') and continue with: {next_step_hint(run)}", soft_wrap=True)
+        return EXIT_FAILED
+    except OSError as error:
+        reason, fix = problem_of(error, run.run_dir)
+        close_run(run, f"failed: {reason}", console)
+        written = run.run_dir is not None and (run.run_dir / MANIFEST).is_file()
+        then = f", then continue with: {next_step_hint(run)}" if written else ", then run the same command again"
+        console.print(f"[bold red]error:[/bold red] {reason}; {fix}{then}", soft_wrap=True)
+        return EXIT_FAILED
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def check_flags(args: argparse.Namespace) -> None:
+    if args.run_dir and not (args.resume or args.analysis_only):
+        raise ConfigError("--run-dir works with --resume or --analysis-only; a new run goes to the config's "
+                          "output_root (choose another with --output-root)")
+    if args.resume and args.analysis_only:
+        raise ConfigError("--resume and --analysis-only exclude each other; --resume also runs the analysis")
+
+
+def check_writable(run_dir: Path, why: str) -> None:
+    if not os.access(run_dir, os.W_OK):
+        raise ConfigError(f"{run_dir} is read-only, so {why} cannot write to it; make it writable, or copy the "
+                          "run directory somewhere writable and pass that with --run-dir")
+
+
+def run_pipeline(args: argparse.Namespace, run: Run, console: Console) -> int:
+    check_flags(args)
+    config_path, config, cells, pairs, output_root = prepare(args)
+    for cell in cells:
+        cell.runner_json = read_runner_json(cell)
+    if args.dry_run:
+        plan = dry_run_plan(config_path, cells, pairs, build_schedule(cells, pairs), output_root)
+        if args.json:
+            print(json.dumps(plan, indent=2))
+        else:
+            show_plan(plan, console)
+        return EXIT_OK
+    device_facts = (read_json(args.device_facts, "device facts", "rerun android_pipeline.py") if args.device_facts
+                    else emulated_device_facts(config, config_path.parent))
+    run.pipeline = (device_facts or {}).get("pipeline", "mac_pipeline.py")
+    if args.analysis_only:
+        run.run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
+        claim_existing_run_dir(run.run_dir, "--analysis-only")
+        check_writable(run.run_dir, "--analysis-only")
+        console.print(f"analysing {run.run_dir}")
+        run.phase = "analysis"
+        return EXIT_OK if run_analysis(run.run_dir, config_path, console)["status"] == "ok" else EXIT_FAILED
+    if args.resume:
+        run.run_dir = existing_run_dir(output_root, args.run_dir, "--resume")
+        _, previous_pid = claim_existing_run_dir(run.run_dir, "--resume")
+        manifest = read_manifest(run.run_dir)
+        check_writable(run.run_dir, "--resume")
+        close_stale_run(run.run_dir, manifest, previous_pid, console)
+        check_resumable(manifest, config, run.pipeline, run.run_dir)
+        console.print(f"resuming {run.run_dir}")
+        apply_resume(manifest, cells, run.run_dir, console)
+        manifest["status"] = "running"
+        manifest.pop("interrupted_by", None)
+    else:
+        facts = host_facts(console)  # before the claim: an interrupt here leaves nothing behind
+        close_stale_runs(output_root, console)
+        try:
+            run.run_dir, _ = claim_new_run_dir(output_root)
+        except OSError as error:
+            reason, fix = problem_of(error, output_root)
+            raise ConfigError(f"{reason}; {fix}") from None
+        if run.run_dir != output_root:
+            console.print(f"[yellow]{output_root} holds an earlier run;[/yellow] writing this run to {run.run_dir} "
+                          "(use --resume to continue the earlier one)", soft_wrap=True)
+        manifest = start_manifest(run.run_dir, config_path, config, facts, device_facts)
+    run.manifest, run.cells, run.phase = manifest, cells, "run"
+    run_dir = run.run_dir
+
     launcher = shlex.split(args.launcher) if args.launcher else None
     prepare_cells(cells, manifest, run_dir, local=launcher is None, console=console)
     cells_by_dir = {c.dir: c for c in cells}
@@ -851,14 +1418,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     steps = build_schedule(cells, pairs)
     console.print(f"[bold]{len(steps)} runner invocations[/bold] for {sum(c.status == 'pending' for c in cells)} "
                   f"experiment(s) -> {run_dir}")
-    try:
-        execute(steps, cells, manifest, run_dir, launcher, session, console)
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        write_manifest(manifest, cells, run_dir)
-        console.print(f"[yellow]interrupted;[/yellow] continue with: python scripts/mac_pipeline.py --config "
-                      f"{config_path} --resume --run-dir {run_dir}", soft_wrap=True)
-        return EXIT_INTERRUPTED
+    execute(steps, cells, manifest, run_dir, launcher, session, console)
     failed = finish(manifest, cells, run_dir)
     summarize(run_dir, console)
 
@@ -866,10 +1426,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         manifest["analysis"] = {"status": "not_run", "command": "", "detail": "no experiment completed"}
         write_json_atomic(run_dir / MANIFEST, manifest)
     elif not args.skip_analysis:
+        run.phase = "analysis"
         manifest["analysis"] = run_analysis(run_dir, config_path, console)
         write_json_atomic(run_dir / MANIFEST, manifest)
     analysis_failed = manifest.get("analysis", {}).get("status") == "failed"
     console.print(f"run directory: [bold]{run_dir}[/bold]" + (f" ({failed} experiment(s) failed)" if failed else ""))
+    if manifest["status"] == "partial":
+        waiting = [e["dir"] for e in manifest["experiments"] if e["status"] not in ("ok", "failed")]
+        console.print(f"[yellow]not run yet:[/yellow] {', '.join(waiting)}; run them with: "
+                      f"{resume_hint(run.pipeline, config_path, run_dir)}", soft_wrap=True)
     return EXIT_FAILED if failed or analysis_failed else EXIT_OK
 
 

@@ -90,28 +90,45 @@ def export_models(models_dir: Path, reexport: bool, console: Console, log: Path)
     return paths
 
 
+def config_matches(config: Path, args: argparse.Namespace) -> bool:
+    """Whether a config written earlier runs what was asked now (runs and rounds of every experiment)."""
+    try:
+        experiments = json.loads(config.read_text())["experiments"]
+        return all(e.get("runs") == args.runs and e.get("rounds") == args.rounds for e in experiments)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def write_config(workdir: Path, models: dict[str, Path], args: argparse.Namespace, console: Console,
                  log: Path) -> Path:
     config = workdir / "config.json"
-    if config.is_file():
+    if config.is_file() and config_matches(config, args):
         console.print(f"[green]reusing[/green] {config} (delete it to regenerate)")
         return config
+    if config.is_file():
+        console.print(f"[yellow]{config} does not match --runs {args.runs} --rounds {args.rounds};[/yellow] "
+                      "writing it again", soft_wrap=True)
     run_step("writing the config", [
         sys.executable, str(SCRIPTS / "generate_config.py"), "--platform", host_platform(), "--compare", "backends",
         "--model", str(models["xnnpack"]), "--portable-model", str(models["portable"]), "--runner", "prebuilt",
         "--output-root", str(workdir / "runs" / "quick"), "--runs", str(args.runs), "--warmup", "3",
         "--rounds", str(args.rounds), "--threads", "1", "--out", str(config),
-        "--comment", "run_quick_test.py: portable vs XNNPACK export of toy_cnn on the prebuilt runner"],
+        "--comment", "run_quick_test.py: portable vs XNNPACK export of toy_cnn on the prebuilt runner", "--force"],
         console, log)
     return config
 
 
 def fresh_run_dir(workdir: Path) -> Path:
+    """A new, empty run folder, created here (mkdir is atomic: two quick tests never share one)."""
     base = workdir / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
     candidate, suffix = base, 2
-    while candidate.exists():
-        candidate, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
 
 
 def positive_finite(values: list) -> bool:
@@ -228,12 +245,22 @@ def show_summary(run_dir: Path, console: Console) -> None:
     console.print(f"report: [bold]{run_dir / 'report.md'}[/bold]")
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
+    return value
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=SCRIPTS.parent / "out" / "quick_test",
                         help="where models, config and runs go (default out/quick_test)")
-    parser.add_argument("--runs", type=int, default=6, help="measured runs per round (default 6)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, each a separate process "
+    parser.add_argument("--runs", type=positive_int, default=6, help="measured runs per round (default 6)")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds, each a separate process "
                         "(default 5: enough for CIs between processes)")
     parser.add_argument("--reexport", action="store_true", help="export the models again even if present")
     return parser.parse_args(argv)
@@ -243,10 +270,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console()
     workdir = args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "quick_test.log"
     started = time.monotonic()
     try:
+        workdir.mkdir(parents=True, exist_ok=True)
         models = export_models(workdir / "models", args.reexport, console, log)
         run_step("building (or reusing) the prebuilt runner", [sys.executable, str(SCRIPTS / "build_runners.py")],
                  console, log)
@@ -258,6 +285,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     except QuickTestError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]quick test interrupted;[/yellow] run it again (finished exports are reused)")
+        return 130
+    except OSError as error:
+        console.print(f"[bold red]error:[/bold red] cannot write {error.filename or workdir}: {error.strerror}; "
+                      "free disk space or choose a writable --workdir", soft_wrap=True)
+        return 1
+    if pipeline.returncode >= 128:
+        console.print(f"[yellow]quick test interrupted[/yellow] (the pipeline stopped with exit "
+                      f"{pipeline.returncode}); run it again")
+        return pipeline.returncode
     checks = check_run(run_dir)
     checks.append(("pipeline exit status", pipeline.returncode == 0, str(pipeline.returncode)))
     checks.append(run_validation(run_dir, console))

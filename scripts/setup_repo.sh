@@ -3,8 +3,8 @@
 #
 # Steps: check Python (3.10+), create a virtual environment, install the pinned packages of
 # requirements.txt, build the prebuilt profiling runner, then validate the setup. With
-# --with-source it also checks out ExecuTorch at the installed wheel's commit, with submodules,
-# for the SME2 ON/OFF source builds. Safe to rerun: on a ready tree nothing is installed or
+# --with-source it also checks out ExecuTorch at the installed wheel's commit, with the submodules
+# the runner build needs, for the SME2 ON/OFF source builds. Safe to rerun: on a ready tree nothing is installed or
 # rebuilt and the run takes seconds.
 #
 # Example:
@@ -19,6 +19,21 @@ WITH_SOURCE=0
 EXECUTORCH_DIR=$REPO_ROOT/third_party/executorch
 EXECUTORCH_URL=https://github.com/pytorch/executorch.git
 REQUIREMENTS=$REPO_ROOT/requirements.txt
+# The submodules the runner's source build compiles (ExecuTorch lists more: other backends, tests, docs).
+# json and gflags are needed though ExecuTorch's docs do not list them.
+RUNNER_SUBMODULES=(
+  backends/xnnpack/third-party/XNNPACK
+  backends/xnnpack/third-party/cpuinfo
+  backends/xnnpack/third-party/pthreadpool
+  backends/xnnpack/third-party/FXdiv
+  backends/xnnpack/third-party/FP16
+  kernels/optimized/third-party/eigen
+  third-party/flatbuffers
+  third-party/flatcc
+  third-party/gflags
+  third-party/json
+  third-party/pocketfft
+)
 # Written into the venv after a successful install; equal to requirements.txt's hash means nothing to do.
 REQUIREMENTS_STAMP_NAME=.requirements.sha256
 NETWORK_PROBE_TIMEOUT_S=30
@@ -32,9 +47,11 @@ profiling runner and validates the setup. Rerunning on a ready tree changes noth
 
 Options:
   --venv DIR            virtual environment to create or reuse (default: .venv in the repository)
-  --with-source         also check out ExecuTorch at the installed wheel's commit, with submodules,
-                        for the SME2 ON/OFF source builds (needs network access to GitHub)
-  --executorch-dir DIR  where that checkout goes (default: third_party/executorch)
+  --with-source         also check out ExecuTorch at the installed wheel's commit, with the submodules
+                        the runner build needs, for the SME2 ON/OFF source builds (needs network
+                        access to GitHub)
+  --executorch-dir DIR  where that checkout goes; the folder must be named executorch
+                        (default: third_party/executorch)
   -h, --help            show this help
 
 Environment:
@@ -84,6 +101,9 @@ parse_args() {
   # Absolute paths, so later steps may change directory freely.
   VENV_DIR=$(absolute_path "$VENV_DIR")
   EXECUTORCH_DIR=$(absolute_path "$EXECUTORCH_DIR")
+  # ExecuTorch's CMake files include paths through a folder named executorch.
+  [[ $(basename "$EXECUTORCH_DIR") == executorch ]] ||
+    die "--executorch-dir must end in a folder named executorch (ExecuTorch's build expects it), not $(basename "$EXECUTORCH_DIR"); fix: --executorch-dir $(dirname "$EXECUTORCH_DIR")/executorch"
 }
 
 absolute_path() {
@@ -179,7 +199,7 @@ check_github_reachable() {
 
 submodules_ready() {
   local status
-  status=$(git -C "$EXECUTORCH_DIR" submodule status --recursive 2>/dev/null) || return 1
+  status=$(git -C "$EXECUTORCH_DIR" submodule status -- "${RUNNER_SUBMODULES[@]}" 2>/dev/null) || return 1
   # '-' marks a submodule never checked out, '+' one at the wrong commit, 'U' a conflict.
   ! grep -q '^[-+U]' <<<"$status"
 }
@@ -212,10 +232,11 @@ checkout_executorch_source() {
     git_or_die "fetching ExecuTorch $commit" -C "$EXECUTORCH_DIR" fetch --depth 1 origin "$commit"
     git_or_die "checking out $commit" -C "$EXECUTORCH_DIR" -c advice.detachedHead=false checkout --quiet FETCH_HEAD
   fi
-  git_or_die "syncing submodule URLs" -C "$EXECUTORCH_DIR" submodule sync --recursive --quiet
-  # Shallow submodules first (much smaller); a server that refuses a shallow fetch of a pinned commit gets a full one.
-  if ! GIT_TERMINAL_PROMPT=0 git -C "$EXECUTORCH_DIR" submodule update --init --recursive --depth 1 --jobs 4; then
-    git_or_die "fetching ExecuTorch submodules" -C "$EXECUTORCH_DIR" submodule update --init --recursive --jobs 4
+  git_or_die "syncing submodule URLs" -C "$EXECUTORCH_DIR" submodule sync --quiet -- "${RUNNER_SUBMODULES[@]}"
+  # Only what the runner build needs, shallow first (much smaller); a server that refuses a shallow
+  # fetch of a pinned commit gets a full one.
+  if ! GIT_TERMINAL_PROMPT=0 git -C "$EXECUTORCH_DIR" submodule update --init --depth 1 --jobs 4 -- "${RUNNER_SUBMODULES[@]}"; then
+    git_or_die "fetching ExecuTorch submodules" -C "$EXECUTORCH_DIR" submodule update --init --jobs 4 -- "${RUNNER_SUBMODULES[@]}"
   fi
   step "ExecuTorch source ready: $EXECUTORCH_DIR"
 }

@@ -122,7 +122,8 @@ what a FAIL means and how to fix it is printed with each row. SME2 rules:
     --allow-mismatch: the pipeline then runs it and its manifest and report say "SME2 not
     available on this CPU"); any other runner that ships SME2 kernels (the macOS wheel's
     prebuilt runner on an M1-M3 Mac) is a WARN: XNNPACK runs its other kernels there
-  - an SME2 ON/OFF compare pair (the two runner.json disagree on sme2_kernels) must use runners
+  - an experiment whose hide_cpu_features hides SME2 counts as SME2 OFF (one runner, feature mask)
+  - an SME2 ON/OFF compare pair (the two sides disagree on SME2 kernels) must use runners
     whose runner.json differ only in the CMake switches
       {", ".join(SME_SWITCHES)}
     (and the build's name, date and fingerprint), and experiments with the same
@@ -589,13 +590,20 @@ def mismatch_status(allow: bool) -> str:
     return "WARN" if allow else "FAIL"
 
 
+def claims_sme2(experiment: Optional[dict[str, Any]]) -> Optional[bool]:
+    """Whether an experiment runs with SME2 kernels: its runner has them and its feature mask
+    (hide_cpu_features) does not hide SME2."""
+    kernels = ((experiment or {}).get("runner_json") or {}).get("sme2_kernels")
+    return False if kernels is True and "sme2" in ((experiment or {}).get("hide_cpu_features") or []) else kernels
+
+
 def sme2_on_sides(plan: dict[str, Any]) -> set[str]:
-    """Experiments that are the SME2 ON side of a compare pair whose runners differ in SME2 kernels."""
+    """Experiments that are the SME2 ON side of a compare pair whose sides differ in SME2 kernels."""
     experiments = {experiment["dir"]: experiment for experiment in plan["experiments"]}
     on_sides = set()
     for pair in plan.get("compare") or []:
         sides = [experiments.get(pair["baseline"]), experiments.get(pair["candidate"])]
-        kernels = [(side or {}).get("runner_json", {}).get("sme2_kernels") for side in sides]
+        kernels = [claims_sme2(side) for side in sides]
         if kernels[0] is not kernels[1] and None not in kernels:
             on_sides.add((pair["baseline"], pair["candidate"])[kernels.index(True)])
     return on_sides
@@ -609,7 +617,7 @@ def check_sme2_labels(plan: dict[str, Any], target: Target, allow: bool) -> list
     on_sides = sme2_on_sides(plan)
     for experiment in plan["experiments"]:
         runner_json = experiment.get("runner_json") or {}
-        if not experiment.get("selected", True) or runner_json.get("sme2_kernels") is not True:
+        if not experiment.get("selected", True) or claims_sme2(experiment) is not True:
             continue
         subject = experiment["dir"]
         if cpu_sme2 is True:
@@ -659,7 +667,7 @@ def check_sme2_pairs(plan: dict[str, Any], allow: bool) -> list[Check]:
         if base is None or cand is None:
             continue
         base_json, cand_json = base.get("runner_json") or {}, cand.get("runner_json") or {}
-        labels = (base_json.get("sme2_kernels"), cand_json.get("sme2_kernels"))
+        labels = (claims_sme2(base), claims_sme2(cand))
         if not (isinstance(labels[0], bool) and isinstance(labels[1], bool) and labels[0] != labels[1]):
             continue
         subject = f"{pair['baseline']}->{pair['candidate']}"
@@ -679,8 +687,10 @@ def check_sme2_pairs(plan: dict[str, Any], allow: bool) -> list[Check]:
                                 "baseline is SME2 ON and candidate OFF: the speedup will read OFF relative to ON",
                                 "swap baseline and candidate (the templates compare sme2_off -> sme2_on)"))
         else:
+            masked = base.get("runner_dir") == cand.get("runner_dir")
             checks.append(Check("sme2_pair", subject, "PASS",
-                                "runners differ only in " + (", ".join(switched) or "their SME2 kernels") +
+                                ("one runner, SME2 hidden from one side by its feature mask" if masked else
+                                 "runners differ only in " + (", ".join(switched) or "their SME2 kernels")) +
                                 "; experiment settings identical"))
     if not checks:
         checks.append(Check("sme2_pair", "config", "SKIP", "no SME2 ON/OFF compare pair"))

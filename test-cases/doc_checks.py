@@ -75,3 +75,54 @@ def command_problems(markdown: str, source: str) -> list[str]:
                     if flag not in known:
                         problems.append(f"{source}: {script} has no flag {flag} (its --help lists {sorted(known)})")
     return problems
+
+
+# --- words: the site's readability limits ------------------------------------------------
+
+FENCED_BLOCK = re.compile(r"^```.*?^```[^\n]*$", re.MULTILINE | re.DOTALL)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def prose_text(text: str) -> str:
+    """What the reader reads as sentences: no fenced blocks, no inline code, no link targets."""
+    text = FENCED_BLOCK.sub("", text)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def sections(body: str) -> list[tuple[str, str]]:
+    """(heading, text) of every ``## `` section of a page body, subsections included."""
+    parts = re.split(r"^(## .*)$", body, flags=re.MULTILINE)
+    return [(parts[index], parts[index + 1]) for index in range(1, len(parts), 2)]
+
+
+def prose_between_code_blocks(body: str) -> list[tuple[int, int]]:
+    """(line where the stretch starts, prose words) of each stretch of the body between fenced blocks."""
+    stretches, start = [], 0
+    for match in FENCED_BLOCK.finditer(body):
+        stretches.append((body.count("\n", 0, start) + 1, words(prose_text(body[start:match.start()]))))
+        start = match.end()
+    stretches.append((body.count("\n", 0, start) + 1, words(prose_text(body[start:]))))
+    return stretches
+
+
+def wording_problems(body: str) -> list[str]:
+    """The site's word rules: 'Learning Path' capitalized, 'can' or 'might' instead of 'may'."""
+    text = prose_text(body)
+    problems = [f"write 'Learning Path', not {match!r}" for match in
+                sorted(set(re.findall(r"\b[Ll]earning[- ][Pp]aths?\b", text))) if not re.fullmatch(r"Learning Paths?", match)]
+    if re.search(r"\bmay\b", text, re.IGNORECASE):
+        problems.append("write 'can' or 'might', not 'may'")
+    return problems
+
+
+def length_problems(body: str, max_section: int, max_stretch: int) -> list[str]:
+    """Sections and stretches of prose without a code block that the site flags as too long."""
+    problems = [f"section {heading!r} has {words(prose_text(text))} words (limit {max_section})"
+                for heading, text in sections(body) if words(prose_text(text)) > max_section]
+    problems += [f"{count} words without a code block from body line {line} (limit {max_stretch})"
+                 for line, count in prose_between_code_blocks(body) if count > max_stretch]
+    return problems

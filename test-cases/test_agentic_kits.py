@@ -1,7 +1,7 @@
 """The agentic kits: strict structure, real commands, real error lines, and a real run on Linux.
 
 Every kit in agentic-kits/ has one parseable shape (see ``parse_kit``): YAML front matter
-(name, description, inputs, outputs, estimated_minutes), then the sections Objective,
+(name, description, inputs, produces, estimated_minutes, and the Hugo keys build and draft), then the sections Objective,
 Prerequisites (a table of command and expected result), Steps and Success criteria (a
 checklist of commands); the troubleshooting kit adds Failure modes before Success criteria.
 Each ``### Step N: title [tag] ...`` has exactly four parts in this order: **Command** (one
@@ -47,7 +47,7 @@ TAGS = {
     "android-only": "needs an Android phone over adb and the NDK",
     "source-build": "ExecuTorch source checkout from GitHub (network, tens of minutes)",
 }
-FRONT_MATTER_KEYS = {"name", "description", "inputs", "outputs", "estimated_minutes"}
+FRONT_MATTER_KEYS = {"name", "description", "inputs", "produces", "estimated_minutes", "build", "draft"}
 SECTIONS = ("Objective", "Prerequisites", "Steps", "Success criteria")
 TROUBLESHOOTING_SECTIONS = ("Objective", "Prerequisites", "Steps", "Failure modes", "Success criteria")
 STEP_PARTS = ("Command", "Expected", "Validate", "On failure")
@@ -280,7 +280,8 @@ def test_kit_parses_into_the_strict_structure(name: str) -> None:
     assert isinstance(front["description"], str) and len(front["description"]) > 40
     assert isinstance(front["estimated_minutes"], int) and front["estimated_minutes"] > 0
     assert front["inputs"] and all(set(i) == {"name", "description"} for i in front["inputs"]), front["inputs"]
-    assert front["outputs"] and all(set(o) == {"path", "description"} for o in front["outputs"]), front["outputs"]
+    assert front["produces"] and all(set(o) == {"path", "description"} for o in front["produces"]), front["produces"]
+    assert front["build"] == {"list": "never", "render": "never", "publishResources": False} and front["draft"] is True
     assert kit.prerequisites and kit.success_criteria
     for step in kit.steps:
         assert step.parts["Command"].strip() and step.parts["Validate"].strip()

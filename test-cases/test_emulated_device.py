@@ -1,13 +1,13 @@
 """The emulated Armv9 device: the arm64 ExecuTorch runtime under qemu-aarch64, with SME on and off.
 
-QEMU 10's `-cpu max` emulates SME (not SME2); `-cpu max,sme=off` has neither. The same cross-built
+QEMU 11's `-cpu max` emulates SME and SME2; `-cpu max,sme=off` has neither. The same cross-built
 runner (`build_runners.py --platform linux-aarch64`) and the same .pte take XNNPACK's KleidiAI
 packed path only when the CPU has SME, which shows in the ETDump operator names: `PF32` instead
 of `F32`. The Android pipeline then runs end to end on two emulated devices, `sme` and `nosme`:
 the stand-in adb (test-cases/adb_standin/adb) runs device executables under qemu-aarch64 and
 serves QEMU's emulated /proc/cpuinfo.
 
-test-cases/emulator/setup_emulator.sh installs the tools (the README's test command runs it).
+scripts/setup_emulator.sh fetches QEMU 11 into build/emulator/ (the README's test command runs it).
 These tests run on Linux x86_64 only; there, with CI set, missing tools are a failure.
 """
 
@@ -36,15 +36,16 @@ BUILD_RUNNERS = REPO_ROOT / "scripts/build_runners.py"
 ANDROID_PIPELINE = REPO_ROOT / "scripts/android_pipeline.py"
 ANALYZE_RESULTS = REPO_ROOT / "scripts/analyze_results.py"
 ADB_STANDIN = REPO_ROOT / "test-cases/adb_standin/adb"
-SETUP_EMULATOR = "./test-cases/emulator/setup_emulator.sh"
+SETUP_EMULATOR = "./scripts/setup_emulator.sh"
+QEMU = REPO_ROOT / "build/emulator/bin/qemu-aarch64"  # never the system's: it may be an older QEMU
 SYSROOT = Path("/usr/aarch64-linux-gnu")
-MIN_QEMU_MAJOR = 10
+MIN_QEMU_MAJOR = 11
 EM_AARCH64 = 183  # ELF e_machine
 # The two emulated devices: name -> QEMU CPU model.
 DEVICES = {"sme": "max", "nosme": "max,sme=off"}
 
 # Conv and FC operator types (XNNPACK names without ' #N') the tiny CNN gives per export and device,
-# observed with the arm64 executorch 1.5.1 wheel under QEMU 10.0. The datatype tag is the kernel
+# observed with the arm64 executorch 1.5.1 wheel under QEMU 10.0 and 11.1. The datatype tag is the kernel
 # path: P-prefixed tags are KleidiAI's packed SME kernels; QP8 is KleidiAI on either CPU.
 MATMUL_OPS = {
     ("fp32", "sme"): {"Convolution (NHWC, PF32) IGEMM", "Fully Connected (NC, PF32) GEMM"},
@@ -107,10 +108,9 @@ def arm64_package() -> Path | None:
 
 def missing_tooling() -> str | None:
     """What the emulated device lacks on this host, or None."""
-    qemu = shutil.which("qemu-aarch64")
-    if not qemu:
-        return "qemu-aarch64 is not installed"
-    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    if not QEMU.is_file():
+        return f"{QEMU.relative_to(REPO_ROOT)} is missing"
+    version = subprocess.run([str(QEMU), "--version"], capture_output=True, text=True).stdout
     major = re.search(r"version (\d+)\.", version)
     if not major or int(major.group(1)) < MIN_QEMU_MAJOR:
         return f"qemu-aarch64 is older than {MIN_QEMU_MAJOR} ({version.splitlines()[0] if version else 'unknown'})"
@@ -132,7 +132,7 @@ def emulator() -> Emulator:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the emulated device tests: {message}", pytrace=False)
         pytest.skip(message)
-    return Emulator(qemu=shutil.which("qemu-aarch64"), sysroot=SYSROOT)
+    return Emulator(qemu=str(QEMU), sysroot=SYSROOT)
 
 
 @pytest.fixture(scope="session")
@@ -283,7 +283,7 @@ def test_emulated_cpuinfo_lists_sme_only_on_the_sme_device(emulator, guest_cat, 
     features = set(re.search(r"^Features\s*:(.*)$", result.stdout, re.M).group(1).split())
     assert "asimd" in features  # the guest's CPU, not the x86 host's
     assert ("sme" in features) is sme_listed
-    assert "sme2" not in features  # QEMU 10.0 emulates SME, not SME2
+    assert ("sme2" in features) is sme_listed  # QEMU 11 emulates SME2 too
 
 
 @pytest.mark.parametrize("device", list(DEVICES))
@@ -343,7 +343,7 @@ def test_android_pipeline_records_the_emulated_device(android_runs, device):
     facts = manifest["device"]
     assert facts["serial"] == device and facts["abi"] == "arm64-v8a" and facts["emulated"] is True
     assert ("sme" in facts["features"]) is (device == "sme") and "asimd" in facts["features"]
-    assert facts["sme"] is (device == "sme") and facts["sme2"] is False
+    assert facts["sme"] is (device == "sme") and facts["sme2"] is (device == "sme")
     assert [e["status"] for e in manifest["experiments"]] == ["ok", "ok"]
     assert manifest["runners"] and all(r["platform"] == "linux-aarch64" for r in manifest["runners"].values())
     report = (run_dir / "report.md").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -120,12 +121,13 @@ def kernel_log(names: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def on_off_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path) -> Path:
-    """Real timings and ETDumps of one XNNPACK model as two SME2 OFF -> ON pairs on an "SME2 CPU".
+def on_off_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path, repo_root: Path) -> Path:
+    """Real timings and ETDumps of one XNNPACK model as three SME2 OFF -> ON pairs on an "SME2 CPU".
 
     This x86 host has no SME2: the labels exercise the label checks, and the kernel logs supply the
     registrations an ON and an OFF runner print. Pair `bad` is mislabelled (ON registered no SME2
-    kernel, OFF did); pair `good` is what its labels say.
+    kernel, OFF did); pair `good` is what its labels say; pair `rec` has the recorded real fp32 logs
+    of source-built runners under QEMU (no SME / SME2).
     """
     names = ["bad_off", "bad_on", "good_off", "good_on"]
     labels = {n: {"sme2_label": n.split("_")[1], "sme2_effective": n.endswith("_on")} for n in names}
@@ -135,28 +137,42 @@ def on_off_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path) -> Path:
                             labels, [("bad_off", "bad_on"), ("good_off", "good_on")])
     for name, kernels in (("bad_off", NEON + SME2), ("bad_on", NEON), ("good_off", NEON), ("good_on", NEON + SME2)):
         (run_dir / f"{name}_t1" / "kernels.log").write_text(kernel_log(kernels))
+    # The recorded pair reuses the good pair's timings and ETDumps (the kernel section reads only the logs).
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for name, cpu in (("rec_off", "nosme"), ("rec_on", "sme2")):
+        source = "good_" + name.split("_")[1]
+        shutil.copytree(run_dir / f"{source}_t1", run_dir / f"{name}_t1")
+        (run_dir / f"{name}_t1" / "kernels.log").write_text(recorded_log(repo_root, "fp32", cpu))
+        entry = next(e for e in manifest["experiments"] if e["name"] == source)
+        manifest["experiments"].append({**entry, "name": name, "dir": f"{name}_t1"})
+    manifest["compare"].append({"baseline": "rec_off_t1", "candidate": "rec_on_t1"})
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def on_off_summary(on_off_run: Path, venv_python: str, repo_root: Path) -> dict:
+    done = analyze(venv_python, repo_root, "--run-dir", str(on_off_run), "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 NEON = ["xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128", "xnn_f32_maxpool_minmax_ukernel_9p__neon_u4"]
 SME2 = ["xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2", "xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2"]
 
 
-def test_on_off_pair_kernel_check(on_off_run: Path, venv_python: str, repo_root: Path) -> None:
-    done = analyze(venv_python, repo_root, "--run-dir", str(on_off_run), "--json")
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    bad, good = summary["comparisons"]
+def test_on_off_pair_kernel_check(on_off_run: Path, on_off_summary: dict) -> None:
+    summary = on_off_summary
+    bad, good, _ = summary["comparisons"]
     assert any("bad_on_t1 (SME2 ON) registered no SME2 microkernel" in w for w in bad["warnings"])
     assert any("bad_off_t1 (SME2 OFF) registered SME/SME2 microkernels" in w for w in bad["warnings"])
     assert not any("microkernel" in w for w in good["warnings"])
     # The ETDumps show F32 (not PF32) op names for the "ON" side on this x86 host: that is flagged too.
     assert any(w.startswith("good_on_t1: ") and "no operator ran on the KleidiAI packed path" in w
                for w in summary["warnings"])
-    # The OFF side is what its label says. (Its other warnings depend on how noisy the machine was
-    # while it ran, so only the label, kernel and packed-path warnings are checked.)
-    assert not any(w.startswith("good_off_t1: ") and ("SME" in w or "microkernel" in w or "packed path" in w)
-                   for w in summary["warnings"])
+    # Only label warnings count here: a busy machine adds CV warnings that say nothing about kernels.
+    assert not any(w.startswith("good_off_t1: ") and ("microkernel" in w or "packed path" in w)
+                   for w in summary["warnings"]), summary["warnings"]
     with (on_off_run / "bad_on_t1" / "kernels.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {r["name"] for r in rows} == set(NEON) and {r["isa"] for r in rows} == {"neonfma", "neon"}
@@ -164,3 +180,63 @@ def test_on_off_pair_kernel_check(on_off_run: Path, venv_python: str, repo_root:
     report = (on_off_run / "report.md").read_text()
     assert "registered, not how often each ran" in report
     assert "`xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2`" in report
+
+
+# --- recorded real kernel logs (source-built _kernels runners under qemu-aarch64 11) -----------------------
+
+RECORDED_LOGS = "xnnpack-kernel-logs-linux-aarch64-qemu11"
+GEMM_KINDS = {"gemm", "igemm"}
+# ISA family every GEMM/IGEMM kernel has under each CPU view: SME2, SME2 hidden (SME1), no SME.
+FAMILY_OF_CPU = {"sme2": "sme2", "sme_shim": "sme", "nosme": "neon"}
+
+
+def recorded_log(repo_root: Path, dtype: str, cpu: str) -> str:
+    return (repo_root / "test-cases" / "data" / RECORDED_LOGS / f"{dtype}.{cpu}.log").read_text()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_recorded_logs_gemm_kernels_follow_the_cpu(dtype: str, analyzer: ModuleType, repo_root: Path) -> None:
+    tables = {cpu: analyzer.parse_kernel_log(recorded_log(repo_root, dtype, cpu)) for cpu in FAMILY_OF_CPU}
+    others = {}
+    for cpu, table in tables.items():
+        gemm = table[table["kind"].isin(GEMM_KINDS)]
+        assert not gemm.empty, cpu
+        assert set(gemm["isa_family"]) == {FAMILY_OF_CPU[cpu]}, (cpu, gemm["name"].tolist())
+        # The SME paths are KleidiAI's packed-LHS kernels (pf32/pf16/pqs8); the NEON path is XNNPACK's own.
+        assert set(gemm["is_kleidiai"]) == {cpu != "nosme"}, cpu
+        others[cpu] = set(table.loc[~table["kind"].isin(GEMM_KINDS), "name"])
+    # Only the matrix kernels change with SME: everything else XNNPACK registers is the same NEON code.
+    assert others["sme2"] == others["sme_shim"] == others["nosme"]
+    assert all(analyzer.split_kernel_name(name)["isa_family"] in {"neon", "scalar"} for name in others["nosme"])
+
+
+def test_recorded_log_counts_registrations(analyzer: ModuleType, repo_root: Path) -> None:
+    table = analyzer.parse_kernel_log(recorded_log(repo_root, "fp32", "nosme")).set_index("name")
+    # Without SME XNNPACK registers the NEON f32 GEMMs twice (two configs share them), once with SME2.
+    assert table.loc["xnn_f32_gemm_minmax_ukernel_4x8__asm_aarch64_neonfma_ld128_2", "registrations"] == 2
+    assert table.loc["xnn_f32_igemm_minmax_ukernel_6x8__asm_aarch64_neonfma_ld128", "tile"] == "6x8"
+    sme2 = analyzer.parse_kernel_log(recorded_log(repo_root, "fp32", "sme2")).set_index("name")
+    assert sme2.loc["xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2", "registrations"] == 1
+
+
+def test_report_kernel_diff_on_recorded_logs(on_off_run: Path, on_off_summary: dict, repo_root: Path) -> None:
+    # Real logs that match their labels: no kernel warning on the pair.
+    assert not any("microkernel" in w for w in on_off_summary["comparisons"][2]["warnings"])
+    assert on_off_summary["experiments"]["rec_on_t1"]["kernels"]["isa_families"]["sme2"] == 3
+    report = (on_off_run / "report.md").read_text()
+    section = report.split("### Kernel diff rec_off_t1 -> rec_on_t1", 1)[1].split("\n#", 1)[0]
+    off = kind_names(recorded_log(repo_root, "fp32", "nosme"))
+    on = kind_names(recorded_log(repo_root, "fp32", "sme2"))
+    assert f"{len(off & on)} kernels registered by both; 2 kinds differ:" in section
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"kind", "gemm", "igemm"}
+    gemm_off, gemm_on = rows["gemm"].split(" | ")[1:3]
+    assert "`xnn_f32_gemm_minmax_ukernel_4x8__asm_aarch64_neonfma_ld128_2`" in gemm_off and "neonsme2" not in gemm_off
+    assert gemm_on.count("__neonsme2`") == 2 and "neonfma" not in gemm_on
+    assert "`xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2`" in rows["igemm"]
+
+
+def kind_names(text: str) -> set[tuple[str, str]]:
+    """(kind, kernel) pairs in a log, read independently of the analyzer (a plain regex over the lines)."""
+    import re
+    return set(re.findall(r"Using ([a-z_ ]+) microkernel '([A-Za-z0-9_]+)'", text))
