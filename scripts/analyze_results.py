@@ -636,8 +636,13 @@ def fmt_ci(low: Optional[float], high: Optional[float], fmt: Any = fmt_ms) -> st
     return "n/a (too few runs)" if is_missing(low) or is_missing(high) else f"[{fmt(low)}, {fmt(high)}]"
 
 
+def fmt_ratio(value: float) -> str:
+    """3 significant digits, never in exponent notation (a speedup of 5070, not 5.07e+03)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def fmt_speedup(value: Optional[float]) -> str:
-    return "" if is_missing(value) else f"{value:.3g}x"
+    return "" if is_missing(value) else f"{fmt_ratio(value)}x"
 
 
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -738,8 +743,8 @@ def speedup_section(comparisons: list[Comparison], emulated: bool) -> list[str]:
         s = c.speedup
         rows.append([exp_cell(c.baseline), exp_cell(c.candidate), fmt_ms(c.baseline.e2e["median_ms"]),
                      fmt_ms(c.candidate.e2e["median_ms"]),
-                     f"{s['speedup']:.3g}x" + (" (emulated: timings not meaningful)" if emulated else ""),
-                     fmt_ci(s["ci95_low"], s["ci95_high"], lambda v: f"{v:.3g}"), s["rounds"]])
+                     fmt_speedup(s["speedup"]) + (" (emulated: timings not meaningful)" if emulated else ""),
+                     fmt_ci(s["ci95_low"], s["ci95_high"], fmt_ratio), s["rounds"]])
     lines += [md_table(["baseline", "candidate", "baseline median ms", "candidate median ms", "speedup",
                         "95 % CI", "rounds"], rows), ""]
     for c in comparisons:
@@ -753,7 +758,7 @@ def speedup_section(comparisons: list[Comparison], emulated: bool) -> list[str]:
                                 "candidate share", "change"],
                                [[r["name"], fmt_trace_ms(r["baseline_ms"]), fmt_trace_ms(r["candidate_ms"]),
                                  fmt_speedup(r["speedup"]),
-                                 fmt_ci(r["speedup_ci_low"], r["speedup_ci_high"], lambda v: f"{v:.3g}"),
+                                 fmt_ci(r["speedup_ci_low"], r["speedup_ci_high"], fmt_ratio),
                                  f"{r['baseline_share_pct']:.1f} %", f"{r['candidate_share_pct']:.1f} %",
                                  f"{r['share_change_pp']:+.1f} pp"] for _, r in cats.iterrows()]), "",
                       f"![categories](charts/compare_{c.file_stem}.png)", ""]
@@ -1097,8 +1102,8 @@ def print_summary(console: Console, experiments: list[Experiment], comparisons: 
         comp_table.add_column("speedup", justify="right")
         comp_table.add_column("95 % CI", justify="right")
         for c in comparisons:
-            comp_table.add_row(c.pair, f"{c.speedup['speedup']:.3g}x",
-                               fmt_ci(c.speedup["ci95_low"], c.speedup["ci95_high"], lambda v: f"{v:.3g}"))
+            comp_table.add_row(c.pair, fmt_speedup(c.speedup["speedup"]),
+                               fmt_ci(c.speedup["ci95_low"], c.speedup["ci95_high"], fmt_ratio))
         console.print(comp_table)
         for c in comparisons:
             console.print(f"[bold]{c.pair}[/bold]: {c.narrative}", soft_wrap=True)
