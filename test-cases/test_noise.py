@@ -47,7 +47,8 @@ partitioners = [XnnpackPartitioner()] if sys.argv[2] == "xnnpack" else []
 open(sys.argv[1], "wb").write(to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch().buffer)
 """
 
-HOG = "import os\nos.sched_setaffinity(0, {%d})\nwhile True:\n    pass\n" % CORE
+# The loop ends when its parent (the test) is gone, even if the test is killed before it cleans up.
+HOG = "import os\nos.sched_setaffinity(0, {%d})\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n" % CORE
 
 
 @pytest.fixture(scope="module")
