@@ -5,7 +5,7 @@ The emulated platform's trace run adds QEMU's translated-code log (`-d in_asm -D
 runner's memory map (`--proc_maps_path`). This runs the same trace invocation of the arm64
 runner under `qemu-aarch64 -cpu max` with and without them, alternating, and prints:
 
-1. the log's size (MB) and line count,
+1. the log's size (MB) and line count (the pipeline's trace run: one warm-up, one measured run),
 2. the added wall-clock seconds per trace run (median of the paired differences, and the
    medians of both sides),
 3. how long scripts/isa_evidence.py takes to decode that log.
@@ -48,7 +48,7 @@ def trace_run(model: Path, folder: Path, with_log: bool) -> float:
     if with_log:
         command += ["-d", "in_asm", "-D", str(folder / "qemu_in_asm.log")]
         extra = ["--proc_maps_path", str(folder / "proc_maps.txt")]
-    command += [str(RUNNER), "--model_path", str(model), "--num_executions", "1", "--warmup", "0",
+    command += [str(RUNNER), "--model_path", str(model), "--num_executions", "1", "--warmup", "1",
                 "--cpu_threads", "1", "--etdump_path", str(folder / "trace.etdump"),
                 "--timing_json", str(folder / "trace_timing.json"), *extra]
     started = time.monotonic()

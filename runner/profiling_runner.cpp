@@ -480,16 +480,18 @@ int main(int argc, char** argv) {
   if (!method.ok()) {
     // NotFound is also what a damaged .pte gives when its data segments cannot be located.
     Error err = method.error();
-    std::string why = "the program's data is damaged or not usable by this runtime; re-export it with "
-                      "scripts/export_model.py";
     if (err == Error::OperatorMissing) {
-      why = "an operator or backend the model needs is missing from this runner";
-    } else if (err == Error::NotFound) {
-      why = "an operator or backend the model needs is missing from this runner, or the .pte is damaged "
-            "(re-export it with scripts/export_model.py)";
+      fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+           "): an operator or backend the model needs is missing from this runner; see the log above");
     }
-    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) + "): " + why +
-         "; see the log above");
+    if (err == Error::NotFound) {
+      fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+           "): an operator or backend the model needs is missing from this runner, or the .pte is damaged "
+           "(re-export it with scripts/export_model.py); see the log above");
+    }
+    fail("cannot load method '" + opts.method_name + "' (" + error_text(err) +
+         "): the program's data is damaged or not usable by this runtime; re-export it with "
+         "scripts/export_model.py; see the log above");
   }
   double method_ms = ms_between(method_start, Clock::now());
 

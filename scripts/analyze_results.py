@@ -36,14 +36,19 @@ side has the operator; E2E CIs resample timing rounds (processes), then runs wit
 
 Re-running: analysis outputs are derived data. In run-directory mode a re-run regenerates exactly
 the files listed above; the pipeline's own files (manifest.json, timing.json, trace.etdump,
-runner.log, kernels.log) are only read, never written. In `--etdump` mode each run writes a new
+runner.log, kernels.log) are only read, never written. An output of an earlier run that this run
+cannot regenerate (its trace is now unreadable) is renamed `<name>.stale` and a warning says so.
+Every file is written under a temporary name and renamed, so Ctrl-C (exit 130) leaves no half file.
+In `--etdump` mode each run writes a new
 folder (`<etdump stem>_analysis`, then `_analysis_2`, ...) and never touches an earlier one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import math
 import re
 import subprocess
@@ -54,10 +59,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-import pandas as pd
-from rich.console import Console
-from rich.table import Table
+try:
+    import numpy as np
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+except KeyboardInterrupt:  # the imports take seconds: Ctrl-C there is a normal stop
+    print("interrupted while starting: nothing was written; run the same command again", file=sys.stderr)
+    sys.exit(130)
 
 SCHEMA_VERSION = 1
 SCRIPTS = Path(__file__).resolve().parent
@@ -118,12 +127,27 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise AnalysisError(f"{path}: missing {what}; point --run-dir at a folder the pipeline wrote") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise AnalysisError(f"{path}: cannot read {what} ({type(error).__name__}); restore it from the run") from None
+        raise AnalysisError(f"{path}: cannot read the {what} ({error}); check the file, or re-run the pipeline") from None
     except json.JSONDecodeError as error:
         raise AnalysisError(f"{path}: {what} is not valid JSON (line {error.lineno}); restore it from the run") from None
     if not isinstance(data, dict):
-        raise AnalysisError(f"{path}: {what} is not a JSON object; restore it from the run")
+        raise AnalysisError(f"{path}: the {what} is a JSON {type(data).__name__}, not an object; "
+                            "restore it from the run or re-run the pipeline")
     return data
+
+
+def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """Fields the analysis reads must have the documented types (scripts/README.md), or it stops here."""
+    expected = {"experiments": list, "compare": (list, type(None)), "host": (dict, type(None)),
+                "device": (dict, type(None)), "runners": (dict, type(None))}
+    for key, types in expected.items():
+        if key in manifest and not isinstance(manifest[key], types):
+            raise AnalysisError(f"{path}: '{key}' has the wrong type ({type(manifest[key]).__name__}); "
+                                "restore manifest.json from the run or re-run the pipeline")
+    for key in ("experiments", "compare"):
+        if any(not isinstance(entry, dict) for entry in manifest.get(key) or []):
+            raise AnalysisError(f"{path}: an entry of '{key}' is not a JSON object; "
+                                "restore manifest.json from the run or re-run the pipeline")
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -223,6 +247,9 @@ def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment,
             continue
         if exp.breakdown.get("error"):
             exp.errors.append(exp.breakdown["error"])
+            if exp.breakdown.get("retired"):
+                exp.warnings.append("outputs of an earlier analysis that this one could not regenerate were renamed "
+                                    "to *.stale: " + ", ".join(f"{exp.name}/{n}" for n in exp.breakdown["retired"]))
             exp.breakdown = None
             continue
         exp.op_stats = pd.read_csv(exp.folder / "op_stats.csv", keep_default_na=False,
@@ -291,7 +318,18 @@ def read_kernels(exp: Experiment) -> None:
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     # 10 significant digits keep nanosecond resolution for durations up to seconds.
-    table.to_csv(path, index=False, float_format="%.10g")
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temporary file + rename: an interrupted or failed write never leaves a half file behind."""
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -998,7 +1036,7 @@ def write_report(path: Path, manifest: dict[str, Any], experiments: list[Experim
     lines += isa_evidence_section(path.parent)
     lines += kernels_section(ok) + kernel_diff_section(comparisons) + portable_section(ok, top_n)
     lines += method_section(rules, stats)
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- summary
@@ -1133,14 +1171,37 @@ def experiments_from_run_dir(run_dir: Path, manifest: dict[str, Any]) -> list[Ex
 
 
 def etrecord_for(exp: Experiment, override: Optional[Path]) -> Optional[Path]:
-    """--etrecord when given, else `<model>.etrecord` beside the experiment's model, when it exists."""
-    if override:
-        return override
-    model = exp.meta.get("model")
-    if model:
-        candidate = Path(model).with_suffix(".etrecord")
-        if candidate.is_file():
-            return candidate
+    """--etrecord when given, else `<model>.etrecord` beside the experiment's model, when it exists.
+
+    An ETRecord of another model reads without error and silently mislabels operators, so one whose
+    export metadata (the .json export_model.py writes beside it) names a different .pte is refused.
+    """
+    model = Path(exp.meta["model"]) if isinstance(exp.meta.get("model"), str) else None
+    etrecord = override or (model.with_suffix(".etrecord") if model else None)
+    if etrecord is None or not etrecord.is_file():
+        return None
+    problem = etrecord_model_mismatch(etrecord, model)
+    if problem:
+        exp.errors.append(problem)
+        return None
+    return etrecord
+
+
+def etrecord_model_mismatch(etrecord: Path, model: Optional[Path]) -> Optional[str]:
+    """Why this ETRecord does not belong to this .pte, when its export metadata can tell."""
+    metadata_path = etrecord.with_suffix(".json")
+    if model is None or not model.is_file() or not metadata_path.is_file():
+        return None
+    try:
+        files = json.loads(metadata_path.read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    recorded = files.get("pte_sha256") if isinstance(files, dict) else None
+    if not isinstance(recorded, str):
+        return None
+    if hashlib.sha256(model.read_bytes()).hexdigest() != recorded:
+        return (f"{etrecord}: this ETRecord belongs to another model (its export, {metadata_path.name}, made a "
+                f".pte other than {model}); pass the .etrecord exported with {model.name}, or leave --etrecord out")
     return None
 
 
@@ -1227,6 +1288,7 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], list[Exper
     if not run_dir.is_dir():
         raise AnalysisError(f"{run_dir}: no such run directory; pass the output folder a pipeline wrote")
     manifest = read_json(run_dir / "manifest.json", "manifest")
+    check_manifest_shape(run_dir / "manifest.json", manifest)
     experiments = experiments_from_run_dir(run_dir, manifest)
     for exp in experiments:
         if exp.status == "ok":
@@ -1267,6 +1329,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
     try:
+        return run_analysis(args, console)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] the analysis stopped; the run's measurements are untouched, "
+                      "run the same command again to regenerate the outputs", soft_wrap=True)
+        return 130
+    except OSError as error:
+        console.print(f"[bold red]error:[/bold red] could not write {error.filename or 'the outputs'} "
+                      f"({error.strerror or error}); free disk space or fix the folder's permissions, then run "
+                      "the same command again", soft_wrap=True)
+        return 1
+
+
+def run_analysis(args: argparse.Namespace, console: Console) -> int:
+    """Read, run the stages, write; bad input ends in one error line (exit 1)."""
+    try:
         manifest, experiments, out_dir, source = prepare_inputs(args)
         comparisons, rules, stats = analyze(args, manifest, experiments, out_dir, console)
     except AnalysisError as error:
@@ -1298,11 +1375,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if comparisons:
         write_csv(pd.concat([c.rows for c in comparisons], ignore_index=True), out_dir / "comparison.csv")
     make_charts([e for e in experiments if e.status == "ok"], comparisons, out_dir / "charts", args.top)
-    (out_dir / "trace.json").write_text(json.dumps(chrome_trace(experiments)))
+    write_text_atomic(out_dir / "trace.json", json.dumps(chrome_trace(experiments)))
     write_report(out_dir / "report.md", manifest, experiments, comparisons, all_warnings + errors, args.top, source,
                  rules, stats)
     summary = summary_dict(source, manifest, experiments, comparisons, all_warnings, errors, args.top)
-    (out_dir / "analysis_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "analysis_summary.json", json.dumps(summary, indent=2) + "\n")
 
     print_summary(console, experiments, comparisons, all_warnings, is_emulated(manifest), out_dir)
     for error in errors:

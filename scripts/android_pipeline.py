@@ -13,7 +13,9 @@ rounds, the run directory and the analysis call. Steps:
      of a self-contained build) and each model once, to a per-run device folder
   4. run mac_pipeline.py, which calls back into this script for every runner invocation:
      remove stale outputs on the device, run (under taskset when cpu_affinity is set), pull the
-     timing JSON and ETDump, and in kernels mode the `logcat -s XNNPACK` lines
+     timing JSON and ETDump, and in kernels mode the `logcat -s XNNPACK` lines; a runner that
+     passes timeout_s, or a Ctrl-C, is stopped on the device too (pkill), and a lost device
+     stops the run as interrupted (reconnect it, then --resume)
   5. remove the device folder
 
 Example:

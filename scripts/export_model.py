@@ -21,7 +21,7 @@ scripts/model_template.py to start one.
 
 Existing outputs are never replaced unless you pass --force. Exit code: 0 on success, 1 on bad
 input or a failed export, 3 when --strict-verify is given and the check fails (the files are
-still written, their JSON records the failure).
+still written, their JSON records the failure), 130 when interrupted (no file is written).
 
 Example:
     python scripts/export_model.py --model toy_cnn --dtype int8
@@ -34,12 +34,15 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
+import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -51,10 +54,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Sequence
 
-import torch
-from torch import nn
-from rich.console import Console
-from rich.table import Table
+try:
+    import torch
+    from torch import nn
+    from rich.console import Console
+    from rich.table import Table
+except KeyboardInterrupt:  # torch takes seconds to import: Ctrl-C there is a normal stop
+    print("interrupted while starting: nothing was written; run the same command again", file=sys.stderr)
+    sys.exit(130)
 
 SCHEMA_VERSION = 1
 DTYPES = ("fp32", "fp16", "int8")
@@ -64,6 +71,7 @@ CALIBRATION_BATCHES = 8
 SEED = 0
 EXIT_ERROR = 1
 EXIT_VERIFY_FAILED = 3
+EXIT_INTERRUPTED = 130
 TEMPLATE_HINT = "copy scripts/model_template.py to start a model file"
 EXPORT_LIBRARIES = (
     "executorch.exir",
@@ -390,9 +398,42 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
 
 
+def exit_problem(exc: SystemExit, model_file: Path, stage: str, stderr_text: str) -> ExportError:
+    """A model file that calls sys.exit() or argparse: name it, never exit as if nothing happened."""
+    said = next((line.strip() for line in reversed(stderr_text.splitlines()) if line.strip()), "")
+    return ExportError(
+        f"{model_file.name} exited (code {exc.code!r}) {stage}{' (' + said + ')' if said else ''}: "
+        "a model file must not call sys.exit() or parse command-line arguments outside "
+        "`if __name__ == '__main__':`; move that code under it"
+    )
+
+
+@contextlib.contextmanager
+def user_code_context(model_file: Path, stage: str) -> Iterator[None]:
+    """Run user code with its own argv (not export_model.py's); a SystemExit becomes an ExportError.
+
+    What the code writes to stderr is held back and shown afterwards, unless it exited: then only
+    its last line goes into the error (argparse would otherwise print a usage under our name).
+    """
+    saved_argv, held_stderr = sys.argv, io.StringIO()
+    sys.argv = [str(model_file)]
+    try:
+        with contextlib.redirect_stderr(held_stderr):
+            yield
+    except SystemExit as exc:
+        raise exit_problem(exc, model_file, stage, held_stderr.getvalue()) from None
+    else:
+        sys.stderr.write(held_stderr.getvalue())
+    finally:
+        sys.argv = saved_argv
+
+
 def call_user_function(module: ModuleType, name: str, model_file: Path) -> Any:
     try:
-        return getattr(module, name)()
+        with user_code_context(model_file, f"in {name}()"):
+            return getattr(module, name)()
+    except ExportError:
+        raise
     except Exception as exc:
         where = user_code_location(exc, model_file)
         raise ExportError(
@@ -422,7 +463,10 @@ def import_model_file(model_file: Path) -> ModuleType:
     # Registered before running it, as a normal import does: dataclasses in the file need it.
     sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
+        with user_code_context(model_file, "while being imported"):
+            spec.loader.exec_module(module)
+    except ExportError:
+        raise
     except Exception as exc:
         where = user_code_location(exc, model_file)
         raise ExportError(
@@ -821,6 +865,30 @@ def refuse_overwrite(paths: dict[str, Path], force: bool) -> None:
         )
 
 
+def check_outdir_writable(outdir: Path) -> None:
+    """Fail before the export (which can take minutes), not after it, when --outdir cannot be written."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write to --outdir {outdir} ({exc.strerror or exc}): pass a writable --outdir "
+            "or fix the folder's permissions"
+        ) from None
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the three files are renamed, so a Ctrl-C never leaves one of them alone."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
@@ -882,6 +950,8 @@ def build_metadata(
         "files": {
             "pte": paths[".pte"].name,
             "pte_bytes": sizes[".pte"],
+            # Lets the analysis refuse an ETRecord paired with another model's .pte.
+            "pte_sha256": hashlib.sha256(result.program).hexdigest(),
             "etrecord": paths[".etrecord"].name,
             "etrecord_bytes": sizes[".etrecord"],
         },
@@ -904,19 +974,26 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write .pte and .etrecord, check the .pte, write .json; rename all three only at the end."""
     temporary = {suffix: temporary_path(path) for suffix, path in paths.items()}
-    paths[".pte"].parent.mkdir(parents=True, exist_ok=True)
     try:
+        paths[".pte"].parent.mkdir(parents=True, exist_ok=True)
         temporary[".pte"].write_bytes(result.program)
         result.etrecord.save(str(temporary[".etrecord"]))
         sizes = {s: temporary[s].stat().st_size for s in (".pte", ".etrecord")}
         verification = verify_pte(temporary[".pte"])
         metadata = build_metadata(model, dtype, backend, result, paths, sizes, verification)
         temporary[".json"].write_text(json.dumps(metadata, indent=2) + "\n")
-        for suffix, path in paths.items():
-            temporary[suffix].replace(path)
+        with interrupts_deferred():
+            for suffix, path in paths.items():
+                temporary[suffix].replace(path)
+    except OSError as exc:
+        raise ExportError(
+            f"could not write {exc.filename or paths['.pte'].parent} ({exc.strerror or exc}): free disk "
+            "space or pass another --outdir, then export again (no output file was written)"
+        ) from None
     finally:
         for path in temporary.values():
-            path.unlink(missing_ok=True)
+            if path.exists():  # unlink(missing_ok) still fails on a read-only file system
+                path.unlink()
     return metadata
 
 
@@ -1039,6 +1116,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     check_dtype_supported(model, args.dtype, args.backend)
     paths = output_paths(args.outdir, model.name, args.backend, args.dtype)
     refuse_overwrite(paths, args.force)
+    check_outdir_writable(args.outdir)
 
     quiet = not args.verbose
     expected = run_eager(model)
@@ -1076,6 +1154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 print(json.dumps({"error": str(exc)}))
             return EXIT_ERROR
+        except KeyboardInterrupt:
+            # write_outputs removed its temporary files on the way out: nothing partial is left.
+            console.print(
+                "[bold red]interrupted:[/] no output file was written; run the same command again",
+                highlight=False, soft_wrap=True,
+            )
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

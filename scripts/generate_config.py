@@ -66,9 +66,10 @@ ANDROID_SUFFIX = "-android"
 # Platform emulated: the cross-built arm64 runner under qemu-aarch64 >= 11 (scripts/setup_emulator.sh).
 EMULATED_RUNNER = "prebuilt-linux-aarch64"
 DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
-# Emulated SME runs about a thousand times slower than the hardware: one short round is enough to see the path.
-# Elsewhere: more, shorter rounds, each a separate process, so the CIs can see variation between processes.
-RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 0, "rounds": 1}, "other": {"runs": 5, "warmup": 2, "rounds": 10}}
+# Emulated SME is slow (toy_cnn fp32: seconds per inference): one round of one run, after one warm-up run that
+# translates the code, is enough to see the path. Elsewhere: more, shorter rounds, each a separate process, so the
+# CIs can see the variation between processes.
+RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 1, "rounds": 1}, "other": {"runs": 5, "warmup": 2, "rounds": 10}}
 
 
 class ConfigInputError(Exception):
@@ -323,8 +324,29 @@ def default_output_root(args: argparse.Namespace) -> str:
 def write_config(config: dict, out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise ConfigInputError(f"{out} exists; pass --force to replace it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(config, indent=2) + "\n")
+    temporary = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(config, indent=2) + "\n")
+        temporary.replace(out)  # a config is never left half written
+    except OSError as error:
+        raise ConfigInputError(f"cannot write {out} ({error.strerror or error}): choose a writable --out "
+                               "or fix the folder's permissions") from None
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def kit_command(script: str) -> str:
+    """`<running Python> <kit script>`, relative to the working directory where it can be: pastes as is
+    outside an activated venv (a bare `python` may not have the pinned packages)."""
+    def shown(path: Path) -> str:
+        path = Path(os.path.abspath(path))
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return f"{shown(Path(sys.executable))} {shown(Path(__file__).resolve().parent / script)}"
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -347,7 +369,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                              "sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
     parser.add_argument("--runs", type=int, help="measured runs per round (default 5; emulated 1)")
-    parser.add_argument("--warmup", type=int, help="warm-up runs before each round (default 2; emulated 0)")
+    parser.add_argument("--warmup", type=int,
+                        help="warm-up runs before each round (default 2; emulated 1: the first run translates the code)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds, each a separate process (default 10: 5+ give "
                                                    "CIs between processes; emulated 1)")
     parser.add_argument("--qemu", type=Path, default=DEFAULT_QEMU,
@@ -397,9 +420,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigInputError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return 2
+    except EOFError:
+        console.print("\n[bold red]error:[/bold red] --interactive needs answers on standard input, which ended; "
+                      "run it in a terminal, or pass the values as flags with --out FILE (nothing was written)",
+                      soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("\n[bold red]interrupted:[/bold red] nothing was written; run the same command again",
+                      soft_wrap=True)
+        return 130
     pipeline = "android_pipeline.py" if args.platform == "android" else "mac_pipeline.py"
     console.print(f"[green]wrote[/green] {args.out} ({len(config['experiments'])} experiments, "
-                  f"{len(config['compare'])} compare pairs); run it with: python scripts/{pipeline} --config {args.out}",
+                  f"{len(config['compare'])} compare pairs); run it with: {kit_command(pipeline)} --config {args.out}",
                   soft_wrap=True)
     return 0
 

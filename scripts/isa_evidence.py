@@ -417,6 +417,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except EvidenceError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return 2
+    except OSError as error:  # a full disk or a read-only run directory
+        console.print(f"[bold red]error:[/bold red] cannot read or write {error.filename or 'a file'}: "
+                      f"{error.strerror or error}; free space or fix the permissions, then rerun", soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted;[/yellow] rerun the same command (earlier files are kept)")
         return 130

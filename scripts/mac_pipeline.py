@@ -19,7 +19,9 @@ on a CPU without SME2 is marked "SME2 not available on this CPU". An experiment 
 (feature_mask_env), and fails when the runner reports that it still saw what was hidden.
 
 An earlier run is never overwritten: if output_root already holds one, this run goes to a
-new timestamped sibling (or continue the earlier run with --resume). At the end it calls
+new timestamped sibling (or continue the earlier run with --resume). The run directory is
+claimed atomically and locked while this runs; Ctrl-C, SIGTERM or SIGHUP stop the runner's
+whole process group and leave the run `interrupted` for --resume. At the end it calls
 scripts/analyze_results.py --run-dir <run> for the CSVs, charts and report.md.
 
 Example:
@@ -820,8 +822,8 @@ def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
 def run_step_process(command: list[str], env: dict, timeout_s: float, launcher: bool) -> tuple[str, Optional[int]]:
     """(output, exit code or None on timeout). The step runs in its own process group (session) so a
     timeout or an interrupt can end it with its children, and a terminal's Ctrl-C reaches only us."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                               env=env, start_new_session=True)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, errors="replace", env=env, start_new_session=True)
     grace_s = 20.0 if launcher else 0.0
     try:
         stdout, stderr = process.communicate(timeout=timeout_s + (LAUNCHER_GRACE_S if launcher else 0.0))
@@ -1029,8 +1031,8 @@ def run_analysis(run_dir: Path, config_path: Path, console: Console) -> dict:
     """Call analyze_results.py; a failure leaves raw results and manifest in place."""
     script = Path(__file__).resolve().parent / "analyze_results.py"
     command = [sys.executable, str(script), "--run-dir", str(run_dir)]
-    rerun = (f"rerun it alone with: {script_command('mac_pipeline.py')} --config {config_path} --analysis-only "
-             f"--run-dir {run_dir}")
+    rerun = (f"rerun it alone with: {python_command()} scripts/mac_pipeline.py --config {config_path} "
+             f"--analysis-only --run-dir {run_dir}")
     if not script.is_file():
         console.print(f"[yellow]analysis not run:[/yellow] {script} not found; the raw results are in {run_dir}; "
                       f"get scripts/analyze_results.py and {rerun}", soft_wrap=True)
@@ -1090,7 +1092,7 @@ def dry_run_plan(config_path: Path, cells: list[Cell], pairs: list[dict], steps:
         "run_dir": str(fresh_run_dir(output_root)),
         "experiments": [{**c.settings(), "name": c.name, "threads": c.threads, "dir": c.dir,
                          "runner_dir": str(c.runner_dir), "runner_json": c.runner_json,
-                         "timeout_s": c.timeout_s, "selected": c.selected} for c in cells],
+                         "timeout_s": c.timeout_s, "selected": c.selected, "emulator": c.emulator} for c in cells],
         "compare": pairs,
         "schedule": [{"round": s.round, "experiment": s.cell.dir, "mode": s.mode} for s in steps],
     }
@@ -1250,18 +1252,17 @@ def finish(manifest: dict, cells: list[Cell], run_dir: Path) -> int:
     return failed
 
 
-def script_command(script: str) -> str:
-    """How to run a script of this folder from here, with the interpreter that is running now."""
-    def short(path: Path) -> str:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
-    return f"{short(Path(sys.executable))} {short(Path(__file__).resolve().parent / script)}"
+def python_command() -> str:
+    """The interpreter that is running now (relative when under this folder): a fix line that says bare
+    `python` fails outside an activated venv."""
+    try:
+        return str(Path(sys.executable).relative_to(Path.cwd()))
+    except ValueError:
+        return sys.executable
 
 
 def resume_hint(pipeline: str, config_path: Path, run_dir: Path) -> str:
-    return f"{script_command(pipeline)} --config {config_path} --resume --run-dir {run_dir}"
+    return f"{python_command()} scripts/{pipeline} --config {config_path} --resume --run-dir {run_dir}"
 
 
 def problem_of(error: OSError, where: Optional[Path]) -> tuple[str, str]:
@@ -1305,7 +1306,7 @@ def close_run(run: Run, status: str, console: Console) -> None:
 
 def next_step_hint(run: Run) -> str:
     if run.phase == "analysis":
-        return (f"{script_command('mac_pipeline.py')} --config {run.config_path} --analysis-only "
+        return (f"{python_command()} scripts/mac_pipeline.py --config {run.config_path} --analysis-only "
                 f"--run-dir {run.run_dir}")
     return resume_hint(run.pipeline, run.config_path, run.run_dir)
 

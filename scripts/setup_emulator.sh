@@ -68,8 +68,8 @@ fetch_qemu() {
     : > "$apt/status"
     echo "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $suite main" > "$apt/sources.list"
     say "looking for qemu-user in Debian $suite"
-    private_apt apt-get update >/dev/null 2>&1 || { say "  apt-get update of $suite failed"; continue; }
-    version="$(private_apt apt-cache show qemu-user 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)"
+    private_apt apt-get update --error-on=any >/dev/null 2>&1 || { say "  cannot read Debian $suite from $DEBIAN_MIRROR"; continue; }
+    version="$(private_apt apt-cache show qemu-user 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)" || version=""
     [ -n "$version" ] || { say "  $suite has no qemu-user"; continue; }
     [ "$(printf '%s' "$version" | sed 's/^[0-9]*://' | cut -d. -f1)" -ge "$MIN_QEMU_MAJOR" ] \
       || { say "  $suite has qemu-user $version, older than $MIN_QEMU_MAJOR"; continue; }

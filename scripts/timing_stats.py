@@ -78,15 +78,18 @@ def read_rounds(path: Path) -> tuple[list[np.ndarray], str]:
             raise StatsError(f"{path}: not valid timing JSON ({type(error).__name__}); restore it from the run "
                              "or measure again") from None
         if not isinstance(timing, dict):
-            raise StatsError(f"{path}: timing JSON is not an object; measure again")
+            raise StatsError(f"{path}: the timing JSON is a JSON {type(timing).__name__}, not an object; "
+                             "restore it from the run or re-run the experiment")
         try:
             if timing.get("rounds"):
                 ordered = sorted(timing["rounds"], key=lambda r: r["round"])
                 rounds = [np.asarray(r["latencies_ms"], dtype=float) for r in ordered]
             else:
                 rounds = [np.asarray(timing.get("latencies_ms", []), dtype=float)]
-        except (TypeError, KeyError, ValueError):
-            raise StatsError(f"{path}: rounds/latencies_ms are not lists of numbers; measure again") from None
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise StatsError(f"{path}: 'rounds' / 'latencies_ms' do not have the documented shape (a list of objects "
+                             "with round and latencies_ms, a list of numbers); restore the file or re-run the "
+                             "experiment") from None
         source = "timing"
     rounds = [r for r in rounds if r.size]
     values = np.concatenate(rounds) if rounds else np.array([])
@@ -218,7 +221,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:  # the caller reports the interruption; the output is written atomically
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     experiments, errors = {}, {}
     rounds_of: dict[str, dict[str, list[np.ndarray]]] = {"timing": {}, "trace": {}}

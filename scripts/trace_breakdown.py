@@ -337,11 +337,18 @@ def open_inspector(etdump: Path, etrecord: Optional[Path]) -> Any:
             return Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None)
         except Exception as error:  # the Inspector raises many types for a bad file
             failure = error
-    if etrecord is not None:
-        raise BreakdownError(f"{etdump}: the Inspector could not read it with {etrecord} ({type(failure).__name__}); "
-                             "check that the ETRecord belongs to this model, or run without --etrecord")
-    raise BreakdownError(f"{etdump}: the Inspector could not read this ETDump ({type(failure).__name__}); "
-                         "re-run the trace with this kit's runner")
+        # Blame the right file: if the ETDump reads alone, the ETRecord is the problem.
+        etdump_alone_reads = False
+        if etrecord is not None:
+            with contextlib.suppress(Exception):
+                Inspector(etdump_path=str(etdump))
+                etdump_alone_reads = True
+    if etdump_alone_reads:
+        raise BreakdownError(f"{etrecord}: the Inspector could not use this ETRecord with {etdump} "
+                             f"({type(failure).__name__}); pass the .etrecord exported with this model, "
+                             "or run without --etrecord")
+    raise BreakdownError(f"{etdump}: the ETDump is corrupt, the Inspector could not parse it "
+                         f"({type(failure).__name__}); re-run the trace with this kit's runner")
 
 
 def backend_label(event: Any) -> str:
@@ -649,7 +656,18 @@ def chrome_events(trace: Trace, name: str) -> list[dict[str, Any]]:
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     # 10 significant digits keep nanosecond resolution for durations up to seconds.
-    table.to_csv(path, index=False, float_format="%.10g")
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temporary file + rename: an interrupted or failed write never leaves a half file behind."""
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 def jsonable(value: Any) -> Any:
@@ -667,20 +685,21 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2) + "\n")
 
 
 def breakdown(etdump: Path, outdir: Path, etrecord: Optional[Path], cpu_has_sme: bool, name: str) -> dict[str, Any]:
     """Read one ETDump and write every file of one experiment; returns breakdown.json's content."""
     outdir.mkdir(parents=True, exist_ok=True)
-    for stale in OUTPUT_FILES:  # derived files of an earlier analysis: never left beside an error
-        (outdir / stale).unlink(missing_ok=True)
     try:
         trace = load_trace(etdump, etrecord)
     except BreakdownError as error:
-        result = {"schema_version": SCHEMA_VERSION, "etdump": str(etdump), "error": str(error)}
+        # Outputs of an earlier analysis are never left looking current beside this error; renamed, not
+        # deleted: they may be the only copy.
+        retired = [name for name in OUTPUT_FILES if name != "breakdown.json" and (outdir / name).exists()]
+        for name in retired:
+            (outdir / name).replace(outdir / (name + ".stale"))
+        result = {"schema_version": SCHEMA_VERSION, "etdump": str(etdump), "error": str(error), "retired": retired}
         write_json(outdir / "breakdown.json", result)
         return result
     execute_ms = np.asarray([next(e.dur_us for e in run if e.kind == "execute") / 1000.0 for run in trace.runs])
@@ -718,7 +737,7 @@ def breakdown(etdump: Path, outdir: Path, etrecord: Optional[Path], cpu_has_sme:
     write_csv(instances_table(ops, runs, nodes), outdir / "op_instances.csv")
     write_csv(stats, outdir / "op_stats.csv")
     write_csv(categories, outdir / "categories.csv")
-    (outdir / "trace_events.json").write_text(json.dumps(chrome_events(trace, name)))
+    write_text_atomic(outdir / "trace_events.json", json.dumps(chrome_events(trace, name)))
     write_json(outdir / "breakdown.json", result)
     return result
 
@@ -882,6 +901,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         console.print(f"[bold red]error:[/bold red] a job lacks the key {error}; see --help for the jobs format",
                       soft_wrap=True, highlight=False)
         return 1
+    except KeyboardInterrupt:  # the caller reports the interruption; no half file is left (atomic writes)
+        return 130
     return 1 if failed else 0
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -161,6 +162,7 @@ class Target:
     serial: Optional[str] = None
     device: Optional[dict[str, Any]] = None
     adb: str = "adb"
+    emulator: list[str] = field(default_factory=list)  # platform emulated: the qemu-aarch64 prefix
 
 
 class ProbeError(Exception):
@@ -182,6 +184,22 @@ def run_command(command: list[str], timeout: float = COMMAND_TIMEOUT_S,
     except subprocess.TimeoutExpired:
         return 124, "", f"timed out after {timeout:.0f} s"
     return result.returncode, result.stdout or "", result.stderr or ""
+
+
+def shown_path(path: Path) -> str:
+    """A path as a printed line shows it: relative to the working directory when inside it. Symlinks are not
+    resolved, so a venv's bin/python stays the venv's."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def kit_command(script: str) -> str:
+    """`<running Python> <kit script>`: a fix line that pastes as is outside an activated venv (a bare
+    `python` may not have the pinned packages)."""
+    return f"{shown_path(Path(sys.executable))} {shown_path(SCRIPTS_DIR / script)}"
 
 
 def last_line(text: str) -> str:
@@ -206,11 +224,16 @@ def host_arch() -> str:
 def load_config(path: Path) -> tuple[Optional[dict[str, Any]], Check]:
     if not path.is_file():
         return None, Check("config_file", str(path), "FAIL", "no such file",
-                           "write one with: python scripts/generate_config.py --out CONFIG.json")
+                           f"write one with: {kit_command('generate_config.py')} --out CONFIG.json")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        return None, Check("config_file", str(path), "FAIL", f"cannot read it: {error}", "check the file's permissions")
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return None, Check("config_file", str(path), "FAIL",
+                           f"not UTF-8 text (byte {error.start}: {error.reason}); JSON configs must be UTF-8",
+                           "save the file as UTF-8 (or regenerate it with scripts/generate_config.py)")
+    except OSError as error:
+        return None, Check("config_file", str(path), "FAIL", f"cannot read it: {error.strerror or error}",
+                           "check the file's permissions")
     except json.JSONDecodeError as error:
         return None, Check("config_file", str(path), "FAIL",
                            f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
@@ -225,15 +248,38 @@ def check_schema(config: dict[str, Any], schema_path: Path) -> Check:
     if not schema_path.is_file():
         return Check("config_schema", str(schema_path), "FAIL", "schema file not found",
                      "put configs/config.schema.json beside scripts/ or pass --schema")
-    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    validator = strict_validator_class()(json.loads(schema_path.read_text()))
     errors = sorted(validator.iter_errors(config), key=lambda error: list(error.absolute_path))
-    if not errors:
+    too_large = [f"at {where}: the number is too large (JSON has no infinity); use an ordinary number"
+                 for where in non_finite_numbers(config)]
+    if not errors and not too_large:
         return Check("config_schema", "config", "PASS", f"valid against {schema_path.name}")
     shown = ["at " + ("/".join(str(part) for part in error.absolute_path) or "(top level)") + f": {error.message}"
              for error in errors[:MAX_SCHEMA_ERRORS]]
     more = f" (and {len(errors) - MAX_SCHEMA_ERRORS} more)" if len(errors) > MAX_SCHEMA_ERRORS else ""
-    return Check("config_schema", "config", "FAIL", "; ".join(shown) + more,
+    return Check("config_schema", "config", "FAIL", "; ".join(too_large + shown) + more,
                  f"fix the config to match {schema_path} (each property is described there)")
+
+
+def strict_validator_class() -> Any:
+    """Draft 2020-12 with integers that are JSON integers: `"runs": 1e1` is 10.0 in Python, which the schema
+    would accept and the runner refuses."""
+    def is_strict_integer(_checker: Any, instance: Any) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", is_strict_integer)
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+
+
+def non_finite_numbers(value: Any, where: str = "") -> list[str]:
+    """Paths of numbers Python read as inf/nan (`1e400`): they pass `exclusiveMinimum` and break later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [where or "(top level)"]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in non_finite_numbers(item, f"{where}/{key}".lstrip("/"))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in non_finite_numbers(item, f"{where}/{index}".lstrip("/"))]
+    return []
 
 
 def check_compare_names(config: dict[str, Any]) -> list[Check]:
@@ -282,8 +328,17 @@ def pipeline_plan(config_path: Path, args: argparse.Namespace) -> tuple[Optional
     try:
         plan = json.loads(out)
     except json.JSONDecodeError:
-        return None, Check("pipeline_plan", "config", "FAIL", "mac_pipeline.py --dry-run --json printed no JSON",
+        plan = None
+    if not (isinstance(plan, dict) and isinstance(plan.get("experiments"), list) and isinstance(plan.get("schedule"), list)
+            and all(isinstance(experiment, dict) for experiment in plan["experiments"])):
+        return None, Check("pipeline_plan", "config", "FAIL", "mac_pipeline.py --dry-run --json printed no plan",
                            "use the kit's mac_pipeline.py from the same version as this script")
+    for experiment in plan["experiments"]:
+        # A hand-edited runner.json of the wrong shape reaches us as is: keep it out of every rule below.
+        runner_json = experiment.get("runner_json")
+        if runner_json is not None and not isinstance(runner_json, dict):
+            experiment["runner_json"] = None
+            experiment["runner_json_problem"] = f"its runner.json is a JSON {type(runner_json).__name__}, not an object"
     return plan, Check("pipeline_plan", "config", "PASS",
                        f"{len(plan['experiments'])} experiment folder(s), {len(plan['schedule'])} runner invocations")
 
@@ -452,9 +507,10 @@ def probe_models(models: list[tuple[str, str]]) -> list[dict[str, Any]]:
 def check_models(plan: dict[str, Any]) -> tuple[list[Check], dict[str, Any]]:
     wanted = list(dict.fromkeys((experiment["model"], method_of(experiment))
                                 for experiment in plan["experiments"] if experiment.get("selected", True)))
-    fix_export = "export it with: python scripts/export_model.py (or fix 'model' in the config)"
-    fix_corrupt = ("the file is corrupt or not an ExecuTorch program: re-export it with scripts/export_model.py "
-                   "(same executorch version as the runner)")
+    fix_export = (f"export it with: {kit_command('export_model.py')} --outdir models, then set 'model' in "
+                  "the config to the .pte it prints")
+    fix_corrupt = (f"re-export it with {kit_command('export_model.py')} --force (same executorch version as the "
+                   "runner) and check that 'model' in the config names that new .pte")
     checks, facts, loadable = [], {}, []
     for model, method in wanted:
         path = Path(model)
@@ -490,13 +546,36 @@ def runners_of(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for experiment in plan["experiments"]:
         if experiment.get("selected", True):
             found.setdefault(experiment["runner_dir"], {"binary": experiment["runner_path"],
-                                                        "runner_json": experiment.get("runner_json")})
+                                                        "runner_json": experiment.get("runner_json"),
+                                                        "problem": experiment.get("runner_json_problem")})
     return found
+
+
+def emulated_target(plan: dict[str, Any], target: Target) -> list[Check]:
+    """Platform emulated: the runners run under the qemu-aarch64 that mac_pipeline.py's plan names,
+    on its emulated CPU (QEMU 11's -cpu max has SME and SME2; max,sme=off has neither)."""
+    emulator = next((e["emulator"] for e in plan.get("experiments", []) if e.get("emulator")), None)
+    if not emulator:
+        return []
+    target.emulator, cpu_model = list(emulator), emulator[-1]
+    code, out, _ = run_command([emulator[0], "--version"]) if Path(emulator[0]).is_file() else (1, "", "")
+    major = re.search(r"version (\d+)\.", out)
+    if code != 0 or not major:
+        target.cpu = {"sme2": None, "sme": None, "emulated": True}
+        return [Check("target_cpu", "emulator", "FAIL", f"emulator not found: {emulator[0]}",
+                      "run ./scripts/setup_emulator.sh, or fix 'emulator' in the config")]
+    sme = "sme=off" not in cpu_model
+    target.cpu = {"chip": f"QEMU {major.group(1)} -cpu {cpu_model}", "cores": os.cpu_count(), "emulated": True,
+                  "sme": sme, "sme2": sme and int(major.group(1)) >= 11}
+    return [describe_cpu(target.cpu, "the emulated CPU")]
 
 
 def platform_problem(runner_json: dict[str, Any], target: Target) -> Optional[str]:
     built_for = runner_json.get("platform")
     arch = str(runner_json.get("target_arch", "")).lower()
+    if target.emulator:
+        return None if built_for == "linux-aarch64" else (f"built for {built_for}; the emulated platform runs "
+                                                          "prebuilt-linux-aarch64 (build_runners.py --platform linux-aarch64)")
     if target.platform == "android":
         # linux-aarch64 runners are self-contained arm64 folders (boards, emulated devices): --help decides.
         return None if built_for in ("android", "linux-aarch64") else f"built for {built_for}, not android"
@@ -511,8 +590,8 @@ def platform_problem(runner_json: dict[str, Any], target: Target) -> Optional[st
     return None
 
 
-def help_on_host(binary: Path) -> tuple[bool, str]:
-    code, out, err = run_command([str(binary), "--help"])
+def help_on_host(binary: Path, prefix: Optional[list[str]] = None) -> tuple[bool, str]:
+    code, out, err = run_command([*(prefix or []), str(binary), "--help"])
     if code == 0 and "--model_path" in out + err:
         return True, "--help works"
     return False, f"--help failed: {last_line(err) or last_line(out) or f'exit {code}'}"
@@ -543,8 +622,8 @@ def help_on_device(binary: Path, target: Target, device_dir: str) -> tuple[bool,
 def build_command(runner_name: str, platform_name: str) -> str:
     """How to build a runner like this one: source builds for SME2 ON/OFF and for Android."""
     if platform_name == "android" or "sme2" in runner_name:
-        return f"python scripts/build_runners.py --flavor source --platform {platform_name}"
-    return "python scripts/build_runners.py"
+        return f"{kit_command('build_runners.py')} --flavor source --platform {platform_name}"
+    return kit_command("build_runners.py")
 
 
 def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list[Check]:
@@ -556,9 +635,13 @@ def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list
             checks.append(Check("runner", name, "FAIL", f"runner not found: {binary}",
                                 f"build it with: {build_command(name, target.platform)}, or fix 'runner' in the config"))
             continue
+        if runner.get("problem"):
+            checks.append(Check("runner", name, "FAIL", f"{binary}: {runner['problem']}",
+                                f"rebuild it: {build_command(name, target.platform)} --force"))
+            continue
         if runner_json is None:
             checks.append(Check("runner", name, "WARN", f"no readable runner.json beside {binary}: its platform "
-                                "and SME2 kernels are unknown", "rebuild it with scripts/build_runners.py"))
+                                "and SME2 kernels are unknown", f"rebuild it: {build_command(name, target.platform)} --force"))
             problem = None
         else:
             problem = platform_problem(runner_json, target)
@@ -571,8 +654,11 @@ def check_runners(plan: dict[str, Any], target: Target, device_dir: str) -> list
                 checks.append(Check("runner", name, "SKIP", "no device to run --help on"))
                 continue
             works, how = help_on_device(binary, target, device_dir)
+        elif target.emulator and not Path(target.emulator[0]).is_file():
+            checks.append(Check("runner", name, "SKIP", "no emulator to run --help under (see target_cpu)"))
+            continue
         else:
-            works, how = help_on_host(binary)
+            works, how = help_on_host(binary, target.emulator)
         if not works:
             checks.append(Check("runner", name, "FAIL", f"{binary}: {how}",
                                 f"rebuild it: {build_command(name, target.platform)} --force"))
@@ -679,7 +765,7 @@ def check_sme2_pairs(plan: dict[str, Any], allow: bool) -> list[Check]:
         if problems:
             checks.append(Check("sme2_pair", subject, mismatch_status(allow),
                                 "the ON/OFF pair differs in more than the SME switches: " + "; ".join(problems),
-                                "build both with: python scripts/build_runners.py --flavor source (same checkout, "
+                                f"build both with: {kit_command('build_runners.py')} --flavor source (same checkout, "
                                 "same flags but XNNPACK_ENABLE_ARM_SME2/SME) and give both experiments the same "
                                 "settings; or pass --allow-mismatch to compare anyway"))
         elif labels == (True, False):
@@ -805,7 +891,7 @@ def run_checks(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         finding_target = pool.submit(find_target, platform_name, args.serial, find_adb(args.adb))
         model_checks, facts["models"] = check_models(plan) if plan is not None else ([], {})
         target, target_checks = finding_target.result()
-    checks += target_checks
+    checks += (emulated_target(plan, target) if plan is not None else []) or target_checks
     facts.update(platform=platform_name, cpu=target.cpu, device=target.device)
     if plan is None:
         checks += [Check(check_id, "config", "SKIP", "needs a config the pipeline accepts (see pipeline_plan)")
@@ -831,7 +917,7 @@ def build_report(args: argparse.Namespace, checks: list[Check], facts: dict[str,
     warned = any(check.status == "WARN" for check in checks)
     pipeline = "android_pipeline.py" + (f" --serial {args.serial}" if args.serial else "") \
         if facts.get("platform") == "android" else "mac_pipeline.py"
-    run_command_text = f"python scripts/{pipeline} --config {facts['config_path']}"
+    run_command_text = f"{kit_command(pipeline)} --config {facts['config_path']}"
     if failed:
         verdict, action = "fail", "troubleshoot"
         hint = f"fix each FAIL row as its fix says and validate again; stuck: see {TROUBLESHOOTING_KIT}"
@@ -889,7 +975,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
-    checks, facts = run_checks(args)
+    try:
+        checks, facts = run_checks(args)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] nothing was checked to the end (this script writes "
+                      "nothing); run the same command again", highlight=False, soft_wrap=True)
+        return 130
     report = build_report(args, checks, facts)
     if args.json:
         print(json.dumps(report, indent=2))

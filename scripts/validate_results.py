@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -173,13 +174,13 @@ class RunContext:
     recomputed: Optional["Recomputed"] = None
 
     def analyze_command(self) -> str:
-        return f"python scripts/analyze_results.py --run-dir {self.run_dir}"
+        return f"{kit_command('analyze_results.py')} --run-dir {self.run_dir}"
 
     def rerun_command(self, resume: bool = False) -> str:
         """The pipeline command that measures again: a fresh run (a new run directory, so compare
         pairs stay interleaved and this run is kept), or --resume for experiments that did not complete."""
-        pipeline = Path(self.manifest.get("pipeline") or "mac_pipeline.py").name
-        command = f"python scripts/{pipeline} --config {self.manifest.get('config_path') or 'CONFIG'}"
+        pipeline = Path(str(self.manifest.get("pipeline") or "mac_pipeline.py")).name
+        command = f"{kit_command(pipeline)} --config {self.manifest.get('config_path') or 'CONFIG'}"
         serial = (self.manifest.get("device") or {}).get("serial")
         if serial and pipeline == "android_pipeline.py":
             command += f" --serial {serial}"
@@ -189,6 +190,20 @@ class RunContext:
 
 
 # ---------------------------------------------------------------- reading files
+
+def shown_path(path: Path) -> str:
+    """Relative to the working directory when inside it; symlinks kept (a venv's bin/python stays the venv's)."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def kit_command(script: str) -> str:
+    """`<running Python> <kit script>`: a fix line that pastes as is outside an activated venv."""
+    return f"{shown_path(Path(sys.executable))} {shown_path(Path(__file__).resolve().parent / script)}"
+
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
     try:
@@ -249,8 +264,12 @@ def timing_latencies_from(path: Path) -> tuple[Optional[list[Any]], str]:
         timing = read_json_file(path, "timing JSON")
     except ValidationError as error:
         return None, str(error)
-    if timing.get("rounds"):
-        latencies = [value for round_ in timing["rounds"] for value in (round_.get("latencies_ms") or [])]
+    rounds = timing.get("rounds")
+    if rounds and not (isinstance(rounds, list) and all(isinstance(r, dict) for r in rounds)
+                       and all(isinstance(r.get("latencies_ms"), list) for r in rounds)):
+        return None, f"{path}: 'rounds' is not a list of {{round, latencies_ms: [...]}} objects"
+    if rounds:
+        latencies = [value for round_ in rounds for value in round_["latencies_ms"]]
     else:
         latencies = timing.get("latencies_ms") or []
     if not isinstance(latencies, list):
@@ -626,7 +645,9 @@ def check_ci_runs(ctx: RunContext) -> list[Check]:
         has_ci = e2e.get("ci95_low_ms") is not None and e2e.get("ci95_high_ms") is not None
         n = len(latencies)
         fix = f"raise runs (or rounds) for {entry.get('name')} in the config, then: {ctx.rerun_command()}"
-        if n < MIN_RUNS_FOR_CI:
+        if ctx.emulated:
+            checks.append(Check("ci_runs", folder, "SKIP", f"{n} runs; emulated CPU: {EMULATED_PHRASE}"))
+        elif n < MIN_RUNS_FOR_CI:
             checks.append(Check("ci_runs", folder, "FAIL",
                                 f"{n} runs < {MIN_RUNS_FOR_CI}: too few for a 95 % CI of the median", fix))
         elif ctx.summary is not None and not has_ci:
@@ -803,6 +824,9 @@ def check_sme2_labels(ctx: RunContext) -> list[Check]:
         label = entry.get("sme2_label")
         runner = runners.get(entry.get("runner")) or {}
         claimed = {True: "on", False: "off"}.get(runner.get("sme2_kernels")) if runner else None
+        hidden = entry.get("hide_cpu_features") or []
+        if "sme2" in hidden:  # the feature mask hid SME2 from this runner: OFF (the pipeline checked the mask took)
+            claimed = "off"
         sme_ms = as_float(summary_entry(ctx, folder).get("sme_path_ms"))
         families = set(((summary_entry(ctx, folder).get("kernels") or {}).get("isa_families") or {}))
         path_note = f"SME path {sme_ms:.4g} ms per inference" if sme_ms is not None else "SME path not measured"
@@ -815,7 +839,7 @@ def check_sme2_labels(ctx: RunContext) -> list[Check]:
         if label == "on" and not cpu_sme2 and "not available" not in (entry.get("note") or ""):
             problems.append("labelled SME2 on, the CPU has no SME2, and the note does not say "
                             f"\"{NOT_AVAILABLE_PHRASE} on this CPU\"")
-        if label == "off" and sme_ms is not None and sme_ms > 0:
+        if label == "off" and sme_ms is not None and sme_ms > 0 and not (hidden and "sme" not in hidden):
             problems.append(f"labelled SME2 off but {sme_ms:.4g} ms per inference ran on the KleidiAI SME path")
         if label == "off" and families & {"sme", "sme2"}:
             problems.append("labelled SME2 off but registered SME/SME2 microkernels")
@@ -916,6 +940,7 @@ def load_context(run_dir: Path, strict: bool) -> RunContext:
         raise ValidationError(f"{run_dir}: no such run directory; pass the output folder a pipeline wrote "
                               "(it holds manifest.json)")
     manifest = read_json_file(run_dir / "manifest.json", "manifest")
+    check_manifest_shape(run_dir / "manifest.json", manifest)
     try:
         summary: Optional[dict[str, Any]] = read_json_file(run_dir / "analysis_summary.json", "analysis summary")
     except ValidationError:
@@ -923,6 +948,20 @@ def load_context(run_dir: Path, strict: bool) -> RunContext:
     cpu = manifest.get("device") or manifest.get("host") or {}
     emulated = bool((manifest.get("device") or {}).get("emulated") or (manifest.get("host") or {}).get("emulated"))
     return RunContext(run_dir=run_dir, manifest=manifest, summary=summary, cpu=cpu, emulated=emulated, strict=strict)
+
+
+def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """Fields every check reads must have the documented types (scripts/README.md)."""
+    expected = {"experiments": list, "compare": (list, type(None)), "host": (dict, type(None)),
+                "device": (dict, type(None)), "runners": (dict, type(None))}
+    for key, types in expected.items():
+        if key in manifest and not isinstance(manifest[key], types):
+            raise ValidationError(f"{path}: '{key}' has the wrong type ({type(manifest[key]).__name__}); restore "
+                                  "manifest.json from the run or re-run the pipeline")
+    for key in ("experiments", "compare"):
+        if any(not isinstance(entry, dict) for entry in manifest.get(key) or []):
+            raise ValidationError(f"{path}: an entry of '{key}' is not a JSON object; restore manifest.json "
+                                  "from the run or re-run the pipeline")
 
 
 def run_checks(ctx: RunContext) -> list[Check]:
@@ -1005,8 +1044,15 @@ def write_outputs(run_dir: Path, report: dict[str, Any]) -> Optional[str]:
     """validation.json and validation.md into the run directory; the reason when that fails."""
     report["written"] = [str(run_dir / name) for name in OUTPUT_FILES]
     try:
-        (run_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
-        (run_dir / "validation.md").write_text(markdown(report))
+        for name, text in (("validation.json", json.dumps(report, indent=2) + "\n"),
+                           ("validation.md", markdown(report))):
+            temporary = run_dir / f".{name}.partial-{os.getpid()}"
+            try:
+                temporary.write_text(text)
+                temporary.replace(run_dir / name)
+            finally:
+                if temporary.exists():
+                    temporary.unlink()
     except OSError as error:
         report["written"] = []
         return f"could not write validation.json/validation.md into {run_dir}: {error.strerror}"
@@ -1052,6 +1098,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=args.json)
+    try:
+        return validate(args, console)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/bold red] no verdict was written; run the same command again",
+                      highlight=False, soft_wrap=True)
+        return 130
+
+
+def validate(args: argparse.Namespace, console: Console) -> int:
     run_dir = args.run_dir.expanduser()
     try:
         ctx: Optional[RunContext] = load_context(run_dir, args.strict)
@@ -1059,8 +1114,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValidationError as error:
         ctx = None
         checks = [Check("run_dir", "run", "FAIL", str(error),
-                        "point --run-dir at the output_root of a pipeline run (python scripts/mac_pipeline.py "
-                        "--config CONFIG writes one)")]
+                        "point --run-dir at the output_root of a pipeline run "
+                        f"({kit_command('mac_pipeline.py')} --config CONFIG writes one); if it is one, restore its "
+                        "manifest.json or run the pipeline again")]
     report = build_report(run_dir, checks, ctx)
     write_problem = write_outputs(run_dir, report) if ctx is not None else None
     if args.json:

@@ -385,7 +385,8 @@ def check_venv(venv: Optional[Path], how: str, explicit: Optional[Path]) -> Chec
     return Check("venv", "PASS", f"{venv} ({how})")
 
 
-def check_requirements(probe: Dict, pins: Dict[str, str], requirements: Optional[Path]) -> Check:
+def check_requirements(probe: Dict, pins: Dict[str, str], requirements: Optional[Path],
+                       venv: Optional[Path]) -> Check:
     if requirements is None:
         return Check("requirements", "SKIP", "no requirements.txt beside this script's repository")
     wrong = []
@@ -395,7 +396,7 @@ def check_requirements(probe: Dict, pins: Dict[str, str], requirements: Optional
             wrong.append(f"{package} {installed or 'missing'} (pinned {pinned})")
     if wrong:
         return Check("requirements", "FAIL", "; ".join(wrong),
-                     f"{SETUP_HINT}, or: <venv>/bin/python -m pip install -r {requirements}")
+                     f"{SETUP_HINT}, or: {venv_python_command(venv)} -m pip install -r {shown_path(requirements)}")
     return Check("requirements", "PASS", f"all {len(pins)} pins of {requirements.name} installed")
 
 
@@ -412,14 +413,14 @@ def check_import(package: str, probe: Dict, pins: Dict[str, str]) -> Check:
     return Check(package, "PASS", detail)
 
 
-def check_executorch_cmake(probe: Dict) -> Check:
+def check_executorch_cmake(probe: Dict, venv: Optional[Path]) -> Check:
     package_dir = probe.get("imports", {}).get("executorch", {}).get("package_dir")
     if not package_dir:
         return Check("executorch_cmake", "FAIL", "executorch is not importable", SETUP_HINT)
     config = Path(package_dir) / "share" / "cmake" / "executorch-config.cmake"
     if not config.is_file():
         return Check("executorch_cmake", "FAIL", f"{config} is missing",
-                     "reinstall the pinned wheel: <venv>/bin/python -m pip install --force-reinstall "
+                     f"reinstall the pinned wheel: {venv_python_command(venv)} -m pip install --force-reinstall "
                      "--no-deps executorch==" + DEFAULT_PINS["executorch"])
     return Check("executorch_cmake", "PASS", str(config))
 
@@ -429,19 +430,39 @@ def find_runners(root: Path) -> List[Dict]:
     for runner_json in sorted((root / "runners").glob("*/runner.json")):
         try:
             facts = json.loads(runner_json.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError) as error:
             facts = {"error": f"unreadable: {error}"}
+        if not isinstance(facts, dict):
+            facts = {"error": f"{runner_json} is not a JSON object"}
         facts.setdefault("name", runner_json.parent.name)
-        facts["binary_present"] = (runner_json.parent / facts.get("binary", "profiling_runner")).exists()
+        facts["binary_present"] = (runner_json.parent / str(facts.get("binary", "profiling_runner"))).is_file()
         facts["path"] = str(runner_json.parent)
         runners.append(facts)
     return runners
 
 
-def check_runners(runners: List[Dict]) -> Check:
-    fix = "build one: <venv>/bin/python scripts/build_runners.py --flavor prebuilt"
+def shown_path(path: Path) -> str:
+    """A path as a fix line shows it: relative to the working directory when inside it (no symlinks resolved,
+    so a venv's bin/python stays the venv's)."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def venv_python_command(venv: Optional[Path]) -> str:
+    """The venv's Python as a fix line names it, so the line pastes outside an activated venv."""
+    return shown_path(venv / "bin" / "python") if venv else shown_path(Path(sys.executable))
+
+
+def check_runners(runners: List[Dict], venv: Optional[Path]) -> Check:
+    """Once setup ran (the venv exists) a runner is required: a missing or broken one is a FAIL."""
+    build = shown_path(Path(__file__).resolve().parent / "build_runners.py")
+    fix = f"build one: {venv_python_command(venv)} {build} --flavor prebuilt"
+    missing_status = "FAIL" if venv is not None else "WARN"
     if not runners:
-        return Check("runners", "WARN", "no runners/*/runner.json yet", fix)
+        return Check("runners", missing_status, "no runners/*/runner.json yet", fix)
     described, broken = [], []
     for runner in runners:
         if "error" in runner or not runner["binary_present"]:
@@ -451,7 +472,7 @@ def check_runners(runners: List[Dict]) -> Check:
                          f"sme2 {'on' if runner.get('sme2_kernels') else 'off'}, "
                          f"sme {'on' if runner.get('sme_kernels') else 'off'})")
     if broken:
-        return Check("runners", "WARN", "; ".join(broken + described), fix + " (add --force to rebuild)")
+        return Check("runners", "FAIL", "; ".join(broken + described), fix + " (add --force to rebuild)")
     return Check("runners", "PASS", "; ".join(described))
 
 
@@ -592,9 +613,9 @@ def run_checks(args: argparse.Namespace) -> Dict:
             checks += [Check(check_id, "SKIP", "needs the venv")
                        for check_id in ("requirements", "executorch", "torch", "executorch_cmake")]
         else:
-            checks += [check_requirements(probe, pins, requirements), check_import("executorch", probe, pins),
-                       check_import("torch", probe, pins), check_executorch_cmake(probe)]
-        checks.append(check_runners(runners))
+            checks += [check_requirements(probe, pins, requirements, venv), check_import("executorch", probe, pins),
+                       check_import("torch", probe, pins), check_executorch_cmake(probe, venv)]
+        checks.append(check_runners(runners, venv))
     checks.append(check_sme2("sme2", facts, args.require_sme2 and not args.android, "this CPU"))
     device = None
     if args.android:
@@ -673,7 +694,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    report = run_checks(args)
+    try:
+        report = run_checks(args)
+    except KeyboardInterrupt:
+        print("interrupted: the setup check stopped (it writes nothing); run the same command again", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(report, indent=2))
     else:

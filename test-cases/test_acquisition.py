@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -60,6 +61,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def site(tmp_path_factory) -> dict:
     """A bare repository laid out like the site's, its main-branch archive and raw files behind
     a local HTTP server."""
+    if not shutil.which("wget"):
+        message = "wget is missing: run ./test-cases/site/setup_site_tools.sh"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     root = tmp_path_factory.mktemp("site")
     work = root / "work"
     kit_dir = work / PUBLISHED["LP"]

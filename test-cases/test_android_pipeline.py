@@ -117,10 +117,11 @@ def test_android_pipeline_end_to_end(tmp_path, venv_python, config, toy_pte, toy
 
     commands = adb_commands(phone)
     pushes = [c[1] for c in commands if c[0] == "push"]
+    prebuilt = Path(json.loads(config.read_text())["experiments"][0]["runner"])
     assert sorted(pushes) == sorted({str(config.parent / "runners/logging/profiling_runner"),
                                      str(config.parent / "runners/logging/libc++_shared.so"),
-                                     str(Path(json.loads(config.read_text())["experiments"][0]["runner"])
-                                         / "profiling_runner"),
+                                     str(prebuilt / "profiling_runner"),
+                                     str(prebuilt / "libhide_cpu_features.so"),  # the feature mask, with its runner
                                      str(toy_pte), str(toy_portable_pte)})  # each file once per session
     runs = [i for i, c in enumerate(commands) if c[0] == "shell" and "profiling_runner --model_path" in c[1]]
     assert len(runs) == 2 * TINY["rounds"] + 2 + 1  # timing rounds, trace runs, kernels run

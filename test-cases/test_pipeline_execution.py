@@ -400,9 +400,12 @@ def test_dry_run_plan_resolves_paths(tmp_path, venv_python, prebuilt_runner, toy
 
 def test_run_quick_test(tmp_path, venv_python, prebuilt_runner):
     """The README's first command after setup: export, pipeline, analysis and validation pass the
-    quick test's own checks, and everything lands under its workdir."""
+    quick test's own checks, and everything lands under its workdir. A config left by an earlier quick
+    test with other --runs/--rounds is written again, never silently reused."""
+    (tmp_path / "config.json").write_text(json.dumps({"experiments": [{"runs": 30, "rounds": 2}]}))
     first = run(venv_python, REPO / "scripts/run_quick_test.py", "--workdir", tmp_path, "--runs", 10)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "does not match --runs 10 --rounds 3; writing it again" in first.stdout
     assert "quick test passed" in first.stdout and "speedup portable_t1->xnnpack_t1" in first.stdout
     assert "FAIL" not in first.stdout.split("quick test ───")[-1]
     [run_dir] = list((tmp_path / "runs").iterdir())

@@ -519,7 +519,7 @@ def test_etrecord_gives_the_same_numbers(tmp_path: Path, breakdown: ModuleType, 
 
 def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, breakdown: ModuleType,
                                                          analyzed_run: Path) -> None:
-    """A truncated trace is reported in one line and leaves no stale breakdown beside it."""
+    """A truncated trace is reported in one line; the earlier breakdown is renamed *.stale, never left current."""
     folder = tmp_path / "xnnpack_t1"
     shutil.copytree(analyzed_run / "xnnpack_t1", folder)
     real = (folder / "trace.etdump").read_bytes()
@@ -527,6 +527,7 @@ def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, breakd
     result = breakdown.breakdown(folder / "trace.etdump", folder, None, False, "xnnpack_t1")
     assert "truncated" in result["error"] and "\n" not in result["error"]
     assert not (folder / "ops.csv").exists() and not (folder / "categories.csv").exists()
+    assert (folder / "ops.csv.stale").is_file() and "ops.csv" in result["retired"]
     assert json.loads((folder / "breakdown.json").read_text())["error"] == result["error"]
 
 

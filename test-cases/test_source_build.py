@@ -270,6 +270,15 @@ def kernel_runners(source_tree: Path, venv_python: str) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def prebuilt_arm64_runner(venv_python: str, qemu11: str) -> Path:
+    """runners/prebuilt-linux-aarch64 (the arm64 wheel's runtime and its feature mask), as build_runners.py makes it."""
+    result = subprocess.run([venv_python, str(BUILD_RUNNERS), "--platform", "linux-aarch64"], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return REPO_ROOT / "runners/prebuilt-linux-aarch64/profiling_runner"
+
+
+@pytest.fixture(scope="module")
 def toy_models(tmp_path_factory, venv_python: str) -> dict[str, Path]:
     """The built-in toy_cnn in each datatype, exported by the kit."""
     out = tmp_path_factory.mktemp("toy")
@@ -301,7 +310,7 @@ def op_tags(op_types: set[str]) -> set[str]:
 @pytest.mark.emulated
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
 def test_kernel_runners_under_qemu11(dtype: str, qemu11: str, kernel_runners: dict[str, Path],
-                                     toy_models: dict[str, Path], tmp_path: Path):
+                                     prebuilt_arm64_runner: Path, toy_models: dict[str, Path], tmp_path: Path):
     """The kit's feature mask hiding SME and SME2 (`hide_cpu_features: ["sme", "sme2"]`) on the ON build
     chooses exactly the GEMM/IGEMM microkernels of the OFF build (both XNNPACK SME switches OFF)."""
     on, off, model = kernel_runners["sme2_on_kernels"], kernel_runners["sme2_off_kernels"], toy_models[dtype]
@@ -321,3 +330,8 @@ def test_kernel_runners_under_qemu11(dtype: str, qemu11: str, kernel_runners: di
     # The run-time mask reaches exactly the kernels of the build without SME, and of a CPU without SME.
     assert masked == off_build == nosme
     assert masked_ops == off_ops == nosme_ops
+    # The prebuilt runner logs no kernels, but under the same mask its operators are the OFF build's too.
+    prebuilt_mask = prebuilt_arm64_runner.parent / "libhide_cpu_features.so"
+    _, prebuilt_ops = run_emulated(qemu11, prebuilt_arm64_runner, model, tmp_path / "prebuilt.etdump",
+                                   mask=prebuilt_mask, hide="sme:sme2")
+    assert prebuilt_ops == off_ops

@@ -41,6 +41,12 @@ def run_json(*args: Any) -> tuple[int, dict[str, Any]]:
     return result.returncode, json.loads(result.stdout)
 
 
+def shown_python() -> str:
+    """sys.executable as the scripts print it: relative to the working directory when inside it."""
+    executable = Path(os.path.abspath(sys.executable))
+    return str(executable.relative_to(Path.cwd())) if executable.is_relative_to(Path.cwd()) else str(executable)
+
+
 def checks_of(report: dict[str, Any], check_id: str, status: str | None = None) -> list[dict[str, Any]]:
     return [c for c in report["checks"] if c["id"] == check_id and (status is None or c["status"] == status)]
 
@@ -179,7 +185,9 @@ def test_results_missing_trace(run_copy: Path):
     result = run(VALIDATE_RESULTS, "--run-dir", run_copy)
     assert result.returncode == 1
     line = next(line for line in fail_lines(result.stdout) if "(xnnpack_t1)" in line and "Experiment files" in line)
-    assert "missing trace.etdump" in line and "fix: measure again: python scripts/mac_pipeline.py --config" in line
+    assert "missing trace.etdump" in line and "scripts/mac_pipeline.py --config" in line
+    # The fix names the interpreter that runs (pastes outside an activated venv), not a bare `python`.
+    assert "fix: measure again: python " not in line and f"measure again: {shown_python()} scripts/" in line
     report = json.loads((run_copy / "validation.json").read_text())
     assert report["verdict"] == "fail" and report["next_action"] == "rerun"
 

