@@ -235,13 +235,13 @@ def run(args: argparse.Namespace) -> int:
         for name, file in entries:
             try:
                 rounds, source = read_rounds(Path(file))
-            except StatsError as error:
+            except StatsError as error:  # a bad timing file is this experiment's error, even with a trace
                 errors[name] = str(error)
-                experiments.setdefault(name, {"error": str(error)})
+                experiments[name] = {"error": str(error)}
+                rounds_of["trace"].pop(name, None)
                 continue
             rounds_of[kind][name] = rounds
             experiments[name] = experiment_stats(rounds, source)  # timing (read last) wins over the trace
-            errors.pop(name, None)
     pairs = []
     for base, cand in args.pair:
         kind = next((k for k in ("timing", "trace") if base in rounds_of[k] and cand in rounds_of[k]), None)
