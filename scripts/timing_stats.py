@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             rounds_of[kind][name] = rounds
             experiments[name] = experiment_stats(rounds, source)  # timing (read last) wins over the trace
+            if kind == "timing":
+                errors.pop(name, None)
     pairs = []
     for base, cand in args.pair:
         kind = next((k for k in ("timing", "trace") if base in rounds_of[k] and cand in rounds_of[k]), None)
