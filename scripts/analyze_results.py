@@ -269,8 +269,15 @@ def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment,
     return [(job["pair"], Path(job["out"])) for job in compare_jobs]
 
 
+def not_interleaved_pairs(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    """Compare pairs whose timing rounds did not alternate in one session (mac_pipeline.py records
+    `rounds_interleaved: false` after a --resume ran one side alone): no paired bootstrap for them."""
+    return {(p.get("baseline"), p.get("candidate")) for p in manifest.get("compare") or []
+            if isinstance(p, dict) and p.get("rounds_interleaved") is False}
+
+
 def run_timing_stage(experiments: list[Experiment], pairs: list[tuple[Experiment, Experiment]],
-                     out: Path) -> dict[str, Any]:
+                     not_interleaved: set[tuple[str, str]], out: Path) -> dict[str, Any]:
     """timing_stats.py for every experiment and pair; E2E from timing mode, else from the trace."""
     command = [str(TIMING_STATS), "--out", str(out)]
     for exp in experiments:
@@ -280,6 +287,8 @@ def run_timing_stage(experiments: list[Experiment], pairs: list[tuple[Experiment
             command += ["--trace-runs", exp.name, str(exp.folder / "runs.csv")]
     for base, cand in pairs:
         command += ["--pair", base.name, cand.name]
+        if (base.name, cand.name) in not_interleaved:
+            command += ["--not-interleaved", base.name, cand.name]
     if "--experiment" not in command and "--trace-runs" not in command:
         return {"experiments": {}, "pairs": []}
     run_stage(command, "timing_stats.py")
@@ -983,8 +992,9 @@ def method_section(rules: Optional[dict[str, Any]], stats: dict[str, Any]) -> li
         "agree when each round's own CI of the median overlaps every other's.",
         "- **Speedup**: median(baseline) / median(candidate), > 1 means the candidate is faster. CI: paired "
         "bootstrap over the interleaved rounds (the same round indices for both sides, because round k of both "
-        "ran back to back), then runs within each drawn round. Speedup is empty where one side has no such "
-        "operator.",
+        "ran back to back), then runs within each drawn round; a pair whose rounds ran in different sessions "
+        "(after a --resume) is bootstrapped side by side instead, and its warnings say so. Speedup is empty "
+        "where one side has no such operator.",
         "- **Operator breakdown** (`trace_breakdown.py`): trace-mode runs read with ExecuTorch's Inspector. "
         "Each operator's exclusive time is its own event (XNNPACK per-operator events inside `DELEGATE_CALL`, "
         "`native_call_*` events of portable kernels inside `OPERATOR_CALL`); nesting events are never added. "
@@ -1314,7 +1324,8 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
             console.print("Reading ETDumps with the ExecuTorch Inspector (trace_breakdown.py)...")
         compare_csvs = run_trace_stage([e for e in experiments if e.status == "ok"], pairs, cpu, etrecords, work)
         rules = json.loads((work / "rules.json").read_text()) if (work / "rules.json").is_file() else None
-        stats = run_timing_stage([e for e in experiments if e.status == "ok"], pairs, out_dir / "e2e_stats.json")
+        stats = run_timing_stage([e for e in experiments if e.status == "ok"], pairs,
+                                 not_interleaved_pairs(manifest), out_dir / "e2e_stats.json")
         for exp in experiments:
             if exp.status == "ok":
                 check_units(exp)

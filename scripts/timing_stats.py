@@ -24,8 +24,8 @@ Output (--out, JSON):
                           "ci_method", "rel_ci_width_pct", "mean_ms", "min_ms", "max_ms", "p90_ms",
                           "p99_ms", "std_ms", "cv_pct", "round_medians_ms", "round_ci95_ms",
                           "rounds_agree", "rounds_note", "warnings"}},
-   "pairs": [{"baseline", "candidate", "source", "speedup", "ci95_low", "ci95_high", "rounds", "method",
-              "warnings"}]}
+   "pairs": [{"baseline", "candidate", "source", "speedup", "ci95_low", "ci95_high", "rounds", "interleaved",
+              "method", "warnings"}]}
 
 `rel_ci_width_pct` is (CI high - CI low) / median; `rounds_agree` is false when two rounds'
 within-round CIs of the median do not overlap: the rounds differ more than their own runs explain
@@ -165,18 +165,22 @@ def experiment_stats(rounds: list[np.ndarray], source: str) -> dict[str, Any]:
     return stats
 
 
-def pair_speedup(base: list[np.ndarray], cand: list[np.ndarray]) -> dict[str, Any]:
-    """median(baseline) / median(candidate), CI from a paired two-level bootstrap.
+def pair_speedup(base: list[np.ndarray], cand: list[np.ndarray], interleaved: bool = True) -> dict[str, Any]:
+    """median(baseline) / median(candidate), CI from a two-level bootstrap (rounds, then runs).
 
-    Round k of the baseline ran just before round k of the candidate, so each resample draws the
-    same round indices for both sides (slow drift of the machine hits both) and then resamples runs
-    within each drawn round.
+    When the rounds alternated in one session, round k of the baseline ran just before round k of
+    the candidate, so each resample draws the same round indices for both sides (slow drift of the
+    machine hits both). When they did not (a side was resumed in another session), the two sides
+    are independent samples and each side's rounds are drawn on their own.
     """
-    n_rounds = min(len(base), len(cand))
-    base, cand = base[:n_rounds], cand[:n_rounds]
+    if interleaved:
+        n_rounds = min(len(base), len(cand))
+        base, cand = base[:n_rounds], cand[:n_rounds]
     speedup = float(np.median(np.concatenate(base)) / np.median(np.concatenate(cand)))
-    result: dict[str, Any] = {"speedup": speedup, "ci95_low": None, "ci95_high": None, "rounds": n_rounds,
-                              "method": "ratio of medians; paired bootstrap: rounds, then runs within rounds",
+    method = ("ratio of medians; paired bootstrap: rounds, then runs within rounds" if interleaved else
+              "ratio of medians; independent bootstrap of each side (rounds not interleaved): rounds, then runs")
+    result: dict[str, Any] = {"speedup": speedup, "ci95_low": None, "ci95_high": None,
+                              "rounds": min(len(base), len(cand)), "interleaved": interleaved, "method": method,
                               "warnings": []}
     if min(sum(r.size for r in base), sum(r.size for r in cand)) < MIN_RUNS_FOR_CI:
         result["warnings"].append("too few runs per side for a speedup CI")
@@ -184,14 +188,19 @@ def pair_speedup(base: list[np.ndarray], cand: list[np.ndarray]) -> dict[str, An
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     ratios = np.empty(BOOTSTRAP_SAMPLES)
     for i in range(BOOTSTRAP_SAMPLES):
-        picked = rng.integers(0, n_rounds, size=n_rounds)
-        b = np.concatenate([rng.choice(base[k], size=base[k].size) for k in picked])
-        c = np.concatenate([rng.choice(cand[k], size=cand[k].size) for k in picked])
+        picked_base = rng.integers(0, len(base), size=len(base))
+        picked_cand = picked_base if interleaved else rng.integers(0, len(cand), size=len(cand))
+        b = np.concatenate([rng.choice(base[k], size=base[k].size) for k in picked_base])
+        c = np.concatenate([rng.choice(cand[k], size=cand[k].size) for k in picked_cand])
         ratios[i] = np.median(b) / np.median(c)
     result["ci95_low"], result["ci95_high"] = percentile_ci(ratios)
-    if n_rounds < MIN_ROUNDS_FOR_BETWEEN_CI:
-        result["warnings"].append(f"only {n_rounds} interleaved round(s): the CI cannot see the variation between "
+    if result["rounds"] < MIN_ROUNDS_FOR_BETWEEN_CI:
+        what = "interleaved round(s)" if interleaved else "round(s) on one side"
+        result["warnings"].append(f"only {result['rounds']} {what}: the CI cannot see the variation between "
                                   f"processes; use {MIN_ROUNDS_FOR_BETWEEN_CI}+ rounds")
+    if not interleaved:
+        result["warnings"].append("the two sides' rounds ran in different sessions (--resume): the speedup CI "
+                                  "treats them as independent samples; rerun the pair in one session for a paired CI")
     return result
 
 
@@ -216,6 +225,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="an experiment and the runs.csv of its trace (trace_breakdown.py); repeat")
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASELINE", "CANDIDATE"),
                         help="a compare pair of experiment names; repeat")
+    parser.add_argument("--not-interleaved", nargs=2, action="append", default=[], metavar=("BASELINE", "CANDIDATE"),
+                        help="a --pair whose rounds did not alternate in one session (manifest compare entry "
+                             "with rounds_interleaved false): its sides are bootstrapped independently; repeat")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write ('-' prints it)")
     return parser.parse_args(argv)
 
@@ -245,13 +257,15 @@ def run(args: argparse.Namespace) -> int:
             if kind == "timing":
                 errors.pop(name, None)
     pairs = []
+    not_interleaved = {tuple(pair) for pair in args.not_interleaved}
     for base, cand in args.pair:
         kind = next((k for k in ("timing", "trace") if base in rounds_of[k] and cand in rounds_of[k]), None)
         if kind is None:
             pairs.append({"baseline": base, "candidate": cand, "error": "no latencies of one mode on both sides"})
             continue
         pairs.append({"baseline": base, "candidate": cand, "source": kind,
-                      **pair_speedup(rounds_of[kind][base], rounds_of[kind][cand])})
+                      **pair_speedup(rounds_of[kind][base], rounds_of[kind][cand],
+                                   interleaved=(base, cand) not in not_interleaved)})
     document = jsonable({"schema_version": SCHEMA_VERSION,
                          "method": "median of all runs; 95 % percentile bootstrap CI resampling rounds (processes), "
                                    "then runs within each drawn round",

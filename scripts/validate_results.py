@@ -494,6 +494,9 @@ def recompute(ctx: RunContext, work: Path) -> Recomputed:
             command += ["--trace-runs", name, str(traced[name] / "runs.csv")]
     for base, cand in pairs:
         command += ["--pair", str(base), str(cand)]
+    for entry in ctx.manifest.get("compare") or []:  # as analyze_results.py: no pairing across sessions
+        if isinstance(entry, dict) and entry.get("rounds_interleaved") is False:
+            command += ["--not-interleaved", str(entry.get("baseline")), str(entry.get("candidate"))]
     stats: dict[str, Any] = {"experiments": {}, "pairs": []}
     if "--experiment" in command or "--trace-runs" in command:
         run_script(command)

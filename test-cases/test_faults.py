@@ -362,6 +362,13 @@ def test_only_is_partial_and_resume_says_rounds_were_not_paired(tmp_path, venv_p
     assert manifest_of(tmp_path / "run")["status"] == "complete"
     assert pair["rounds_interleaved"] is False
     assert "session 0" in pair["pairing_note"] and "session 1" in pair["pairing_note"]
+    # The analysis reads that: no paired bootstrap over rounds that did not alternate.
+    analysis = subprocess.run([venv_python, str(MAC_PIPELINE.parent / "analyze_results.py"), "--run-dir",
+                               str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert analysis.returncode == 0, output(analysis)
+    speedup = json.loads((tmp_path / "run/e2e_stats.json").read_text())["pairs"][0]
+    assert speedup["interleaved"] is False and "independent bootstrap" in speedup["method"]
+    assert "different sessions" in (tmp_path / "run/report.md").read_text()
 
 
 def test_resume_reruns_an_experiment_whose_files_are_gone(tmp_path, venv_python, prebuilt_runner, toy_pte):
