@@ -14,6 +14,12 @@ them to compare. These comparisons are built in, combinable:
   backends  portable vs xnnpack: the portable export vs the XNNPACK export, on one runner
             (what any host can compare, including one without SME2)
   threads   the candidate at the first vs the last --threads count
+  dtypes    two exports of one model, e.g. fp32 (baseline) vs int8 (candidate): give
+            --model twice; their operators are paired by operation in comparison.csv
+  none      one experiment, no comparison: profile a single model
+
+With no --compare on Linux, one --model gives a single profile unless its portable twin
+(<model>_portable_<dtype>.pte beside it) exists, which makes it a backends comparison.
 
 Paths you give are relative to where you run this; the config stores them relative to
 its own folder, which is how the pipeline resolves them. Runner names without a slash
@@ -26,6 +32,9 @@ Example:
         --output-root out/mac_sme2 --runs 20 --out my_mac.json
     python scripts/generate_config.py --platform linux --compare backends threads --threads 1 2 --out my.json
     python scripts/generate_config.py --platform mac --compare isa --out isa.json
+    python scripts/generate_config.py --platform linux --model my_model.pte --out profile.json
+    python scripts/generate_config.py --platform linux --compare dtypes \
+        --model models/toy_cnn_xnnpack_fp32.pte --model models/toy_cnn_xnnpack_int8.pte --out dtypes.json
     python scripts/generate_config.py --interactive
 """
 
@@ -34,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -45,7 +55,8 @@ from rich.syntax import Syntax
 
 SCHEMA_VERSION = 1
 PLATFORMS = ("mac", "linux", "android", "emulated")
-COMPARISONS = ("sme2", "isa", "backends", "threads")
+COMPARISONS = ("sme2", "isa", "backends", "threads", "dtypes", "none")
+EXPORT_DTYPE = re.compile(r"_(?:xnnpack|portable)_(?P<dtype>[a-z0-9]+)$")
 SME2_OFF_SOURCES = ("mask", "build")
 # What each ISA level hides from the runner (runner.json "feature_mask"; configs/config.schema.json).
 ISA_LEVELS = {"neon": ["sme", "sme2"], "sme": ["sme2"], "sme2": []}
@@ -56,8 +67,9 @@ ANDROID_SUFFIX = "-android"
 EMULATED_RUNNER = "prebuilt-linux-aarch64"
 DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
 # Emulated SME is slow (toy_cnn fp32: seconds per inference): one round of one run, after one warm-up run that
-# translates the code, is enough to see the path.
-RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 1, "rounds": 1}, "other": {"runs": 10, "warmup": 2, "rounds": 3}}
+# translates the code, is enough to see the path. Elsewhere: more, shorter rounds, each a separate process, so the
+# CIs can see the variation between processes.
+RUN_COUNTS = {"emulated": {"runs": 1, "warmup": 1, "rounds": 1}, "other": {"runs": 5, "warmup": 2, "rounds": 10}}
 
 
 class ConfigInputError(Exception):
@@ -72,6 +84,29 @@ def default_comparisons(platform_name: str) -> list[str]:
     if platform_name == "emulated":
         return ["isa"]
     return ["backends"] if platform_name == "linux" else ["sme2"]
+
+
+def auto_comparisons(args: argparse.Namespace) -> list[str]:
+    """No --compare: backends when the portable twin of the one model exists (Linux), else one profile."""
+    if args.platform != "linux":
+        return default_comparisons(args.platform)
+    if len(args.models) > 1:
+        raise ConfigInputError("two --model given: say what to compare, e.g. --compare dtypes")
+    if args.portable_model or ("_xnnpack_" in Path(args.models[0]).name and Path(portable_twin(args.models[0])).is_file()):
+        return ["backends"]
+    return ["none"]
+
+
+def dtype_name(model: str) -> str:
+    """The dtype of an export: export_model.py's <stem>.json, else its file name, else the file stem."""
+    sidecar = Path(model).with_suffix(".json")
+    try:
+        dtype = json.loads(sidecar.read_text()).get("dtype") if sidecar.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        dtype = None
+    match = EXPORT_DTYPE.search(Path(model).stem)
+    name = str(dtype or (match.group("dtype") if match else Path(model).stem))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip("._-") or "model"
 
 
 def portable_twin(model: str) -> str:
@@ -110,6 +145,11 @@ def make_comment(args: argparse.Namespace) -> str:
                      f"--platform {args.platform}")
     if "backends" in args.compare:
         parts.append("portable export (baseline) vs XNNPACK export (candidate) on one runner")
+    if "dtypes" in args.compare:
+        parts.append(f"{Path(args.models[0]).name} (baseline) vs {Path(args.models[1]).name} (candidate): two "
+                     "exports of one model, operators paired by operation")
+    if "none" in args.compare:
+        parts.append(f"one profile of {Path(args.models[0]).name}, no comparison")
     if "threads" in args.compare:
         parts.append(f"{args.threads[0]} vs {args.threads[-1]} threads")
     if args.platform == "emulated":
@@ -149,10 +189,29 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
     if "isa" in args.compare and args.sme2_off == "build":
         raise ConfigInputError("--compare isa hides features from one runner; --sme2-off build applies to "
                                "--compare sme2 only")
+    if "none" in args.compare and len(args.compare) > 1:
+        raise ConfigInputError("--compare none is a single profile; leave the other comparisons out")
+    if "dtypes" in args.compare and (len(args.models) != 2 or set(args.compare) - {"dtypes", "threads"}):
+        raise ConfigInputError("--compare dtypes needs exactly two --model (baseline first, e.g. fp32 then int8) "
+                               "and combines only with threads")
+    if "dtypes" not in args.compare and len(args.models) > 1:
+        raise ConfigInputError("more than one --model is for --compare dtypes")
     runners = runner_names(args)
-    model = relative_to(args.model, config_dir)
+    model = relative_to(args.models[0], config_dir)
     experiments, compare = [], []
-    if "isa" in args.compare:
+    if "dtypes" in args.compare:
+        names = [dtype_name(m) for m in args.models]
+        if names[0] == names[1]:
+            names = [f"{names[0]}_a", f"{names[1]}_b"]
+        for name, path in zip(names, args.models):
+            experiments.append(experiment(name, runners["single"], args, args.threads,
+                                          model=relative_to(path, config_dir)))
+        compare.append({"baseline": names[0], "candidate": names[1]})
+        candidate = names[1]
+    elif "none" in args.compare:
+        experiments.append(experiment("profile", runners["single"], args, args.threads))
+        candidate = "profile"
+    elif "isa" in args.compare:
         experiments += [experiment(level, runners["single"], args, args.threads, hide=hide)
                         for level, hide in ISA_LEVELS.items()]
         compare += [{"baseline": "neon", "candidate": "sme2"}, {"baseline": "sme", "candidate": "sme2"}]
@@ -168,13 +227,16 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         compare.append({"baseline": "sme2_off", "candidate": "sme2_on"})
         candidate = "sme2_on"
     else:
-        portable = relative_to(args.portable_model or portable_twin(args.model), config_dir)
+        portable = relative_to(args.portable_model or portable_twin(args.models[0]), config_dir)
         if "backends" in args.compare:
             experiments.append(experiment("portable", runners["single"], args, args.threads[:1], model=portable))
             compare.append({"baseline": "portable", "candidate": "xnnpack"})
         experiments.append(experiment("xnnpack", runners["single"], args, args.threads))
         candidate = "xnnpack"
     if "threads" in args.compare:
+        if "dtypes" in args.compare:  # the dtype pair compares at the first thread count
+            compare[0] = {"baseline": f"{compare[0]['baseline']}_t{args.threads[0]}",
+                          "candidate": f"{compare[0]['candidate']}_t{args.threads[0]}"}
         compare.append({"baseline": f"{candidate}_t{args.threads[0]}", "candidate": f"{candidate}_t{args.threads[-1]}"})
     config = {"schema_version": SCHEMA_VERSION, "comment": args.comment or make_comment(args), "platform": args.platform,
               "model": model, "output_root": relative_to(args.output_root, config_dir),
@@ -225,13 +287,15 @@ def ask(args: argparse.Namespace, console: Console) -> None:
     unknown = [c for c in args.compare if c not in COMPARISONS]
     if unknown:
         raise ConfigInputError(f"unknown comparison {unknown[0]}; choose from {', '.join(COMPARISONS)}")
-    args.model = Prompt.ask("Model (.pte)", default=args.model)
+    args.models = [Prompt.ask("Model (.pte)", default=args.models[0])]
+    if "dtypes" in args.compare:
+        args.models.append(Prompt.ask("Second model (.pte, the candidate)"))
     if "sme2" in args.compare:
         args.sme2_off = Prompt.ask("SME2 OFF from (mask: one runner, build: two source builds)",
                                    choices=list(SME2_OFF_SOURCES), default=args.sme2_off)
     if "sme2" not in args.compare or args.sme2_off == "mask":
         try:
-            guess = args.portable_model or portable_twin(args.model)
+            guess = args.portable_model or portable_twin(args.models[0])
         except ConfigInputError:
             guess = None
         if "backends" in args.compare:
@@ -253,7 +317,8 @@ def ask(args: argparse.Namespace, console: Console) -> None:
 
 
 def default_output_root(args: argparse.Namespace) -> str:
-    return f"out/{args.platform}_{'_'.join(args.compare)}"
+    names = ["profile" if c == "none" else c for c in args.compare]
+    return f"out/{args.platform}_{'_'.join(names)}"
 
 
 def write_config(config: dict, out: Path, force: bool) -> None:
@@ -290,7 +355,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="where the runners run (default: this host)")
     parser.add_argument("--compare", nargs="+", choices=COMPARISONS,
                         help="what to compare (default: sme2 on mac/android, backends on linux)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the XNNPACK .pte (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", dest="models", action="append",
+                        help=f"the .pte to profile (default {DEFAULT_MODEL}); twice with --compare dtypes")
     parser.add_argument("--portable-model", help="the portable .pte for --compare backends "
                                                  "(default: the model's name with _portable_ for _xnnpack_)")
     parser.add_argument("--runner", help="the one runner of sme2 (mask), isa, backends, threads (default prebuilt; "
@@ -302,10 +368,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--runner-off", help="--sme2-off build: SME2 OFF runner (default sme2_off, android: "
                                              "sme2_off-android)")
     parser.add_argument("--output-root", help="run directory (default out/<platform>_<compare>)")
-    parser.add_argument("--runs", type=int, help="measured runs per round (default 10; emulated 1)")
+    parser.add_argument("--runs", type=int, help="measured runs per round (default 5; emulated 1)")
     parser.add_argument("--warmup", type=int,
                         help="warm-up runs before each round (default 2; emulated 1: the first run translates the code)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; emulated 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds, each a separate process (default 10: 5+ give "
+                                                   "CIs between processes; emulated 1)")
     parser.add_argument("--qemu", type=Path, default=DEFAULT_QEMU,
                         help="--platform emulated: qemu-aarch64 >= 11 (default build/emulator/bin/qemu-aarch64, "
                              "from scripts/setup_emulator.sh)")
@@ -318,7 +385,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.add_argument("--interactive", action="store_true", help="ask for each value with rich prompts")
     parser.add_argument("--schema", type=Path, help="schema to validate against (default configs/config.schema.json)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.models = args.models or [DEFAULT_MODEL]
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -330,7 +399,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             ask(args, console)
         elif args.out is None:
             raise ConfigInputError("--out is required (a file name, or '-' to print); or use --interactive")
-        args.compare = args.compare or default_comparisons(args.platform)
+        args.compare = args.compare or (default_comparisons(args.platform) if args.interactive
+                                        else auto_comparisons(args))
         fill_run_counts(args)
         args.output_root = args.output_root or default_output_root(args)
         to_stdout = str(args.out) == "-"

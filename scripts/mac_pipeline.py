@@ -5,7 +5,7 @@ The host pipeline (macOS on Apple Silicon first; Linux runs the same code). For 
 experiment and thread count it runs the profiling runner in the modes the config asks for:
 
   timing   --warmup/--num_executions/--timing_json, no tracer: the E2E latencies
-  trace    one run with --etdump_path: the operator breakdown (ETDump)
+  trace    one process with --etdump_path, runs x rounds executions: the operator breakdown (ETDump)
   kernels  one run of a kernel-log runner (build_runners.py --kernels): the XNNPACK
            microkernels it picked, in kernels.log
 
@@ -64,7 +64,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RUNNER_BINARY = "profiling_runner"
 MODES = ("timing", "trace", "kernels")
-DEFAULTS = {"mode": ["timing", "trace"], "runs": 10, "warmup": 2, "rounds": 3, "threads": [1], "timeout_s": 600.0}
+DEFAULTS = {"mode": ["timing", "trace"], "runs": 5, "warmup": 2, "rounds": 10, "threads": [1], "timeout_s": 600.0}
 # Settings that make two runs of one experiment comparable; --resume refuses to mix others.
 RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity",
                "hide_cpu_features")
@@ -754,6 +754,8 @@ def runner_args(step: Step, cell_dir: Path) -> tuple[list[str], list[Path]]:
     """(argv, output files) of one invocation, following the runner's CLI contract."""
     cell = step.cell
     runs, warmup = (1, 0) if step.mode == "kernels" else (cell.runs, cell.warmup)
+    if step.mode == "trace":
+        runs = cell.runs * cell.rounds  # as many traced runs as timed ones: enough for CIs of the breakdown
     args = [str(cell.runner_binary), "--model_path", str(cell.model), "--num_executions", str(runs),
             "--warmup", str(warmup), "--cpu_threads", str(cell.threads)]
     outputs = []

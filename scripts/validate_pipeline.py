@@ -78,6 +78,7 @@ CHECKS: dict[str, str] = {
     "sme2_label": "SME2 label vs CPU",
     "sme2_pair": "SME2 ON/OFF pair",
     "pinned_cores": "Pinned cores",
+    "threads": "Threads vs cores",
     "output_root": "Output root",
 }
 
@@ -819,6 +820,26 @@ def check_pinned_cores(plan: dict[str, Any], target: Target) -> list[Check]:
     return [Check("pinned_cores", where, "PASS", f"cpu_affinity {pinned} within {min(cores)}-{max(cores)}")]
 
 
+def check_threads(plan: dict[str, Any], target: Target) -> list[Check]:
+    """More threads than cores (or than pinned cores) time the scheduler, not the model."""
+    cores = (target.cpu or {}).get("cores")
+    checks = []
+    for experiment in plan["experiments"]:
+        if not experiment.get("selected", True):
+            continue
+        threads, pinned = experiment.get("threads"), experiment.get("cpu_affinity") or []
+        limit, what = (len(pinned), f"the {len(pinned)} pinned core(s)") if pinned else (cores, f"the {cores} cores")
+        if not isinstance(threads, int) or not isinstance(limit, int) or limit < 1:
+            checks.append(Check("threads", experiment["dir"], "SKIP", "core count unknown"))
+        elif threads > limit:
+            checks.append(Check("threads", experiment["dir"], "WARN",
+                                f"{threads} threads on {what}: threads wait for each other and the timings measure "
+                                "the scheduler", f"use at most {limit} threads (or pin to more cores)"))
+        else:
+            checks.append(Check("threads", experiment["dir"], "PASS", f"{threads} thread(s) on {what}"))
+    return checks or [Check("threads", "config", "SKIP", "no selected experiment")]
+
+
 def nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -887,7 +908,8 @@ def run_checks(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
     facts.update(platform=platform_name, cpu=target.cpu, device=target.device)
     if plan is None:
         checks += [Check(check_id, "config", "SKIP", "needs a config the pipeline accepts (see pipeline_plan)")
-                   for check_id in ("model", "runner", "sme2_label", "sme2_pair", "pinned_cores", "output_root")]
+                   for check_id in ("model", "runner", "sme2_label", "sme2_pair", "pinned_cores", "threads",
+                                    "output_root")]
         return checks, facts
     facts.update(output_root=plan["output_root"], run_dir=plan["run_dir"],
                  runners={Path(folder).name: runner["runner_json"] for folder, runner in runners_of(plan).items()})
@@ -896,6 +918,7 @@ def run_checks(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
     checks += check_sme2_labels(plan, target, args.allow_mismatch)
     checks += check_sme2_pairs(plan, args.allow_mismatch)
     checks += check_pinned_cores(plan, target)
+    checks += check_threads(plan, target)
     checks += check_output_root(plan)
     return checks, facts
 

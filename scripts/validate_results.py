@@ -5,9 +5,12 @@ Reads a run directory written by mac_pipeline.py / android_pipeline.py and analy
 analyze_results.py (manifest.json, one `<experiment>_t<threads>/` folder per experiment, the
 CSVs, report.md and analysis_summary.json) and checks that the run is complete and its numbers
 are sound: every experiment has its files or a recorded error, latencies are positive and
-finite, run-to-run noise (CV) is low, there are enough runs for the confidence interval, the
-traced Method::execute median agrees with the untraced timing median, category shares add up
-to 100 %, SME2 labels match what ran, and each comparison makes sense for this CPU.
+finite, the median's confidence interval between processes is narrow and the rounds agree,
+there are enough runs for the confidence interval, the traced Method::execute median agrees
+with the untraced timing median, category shares add up to about 100 %, SME2 labels match what
+ran, and each comparison makes sense for this CPU. Every headline is recomputed from the raw
+timing.json and trace.etdump (by running trace_breakdown.py and timing_stats.py, which sit
+beside this script, into a temporary folder): a derived file that disagrees is a FAIL.
 
 Prints one row per check, PASS / WARN / FAIL (SKIP when it does not apply), with the fix for
 anything that is not PASS, then a verdict and the next action (proceed, rerun, troubleshoot).
@@ -27,7 +30,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,9 +44,15 @@ from rich.table import Table
 SCHEMA_VERSION = 1
 TOOL = "validate_results.py"
 
-# Run-to-run noise: coefficient of variation (sample std / mean) of the timing-mode latencies.
-CV_WARN_PCT = 5.0     # a quiet machine stays below this
-CV_FAIL_PCT = 25.0    # above this (with --strict) the medians cannot separate small effects
+SCRIPTS = Path(__file__).resolve().parent
+# The median's 95 % CI between processes (timing_stats.py), as (high - low) / median. CV is no
+# yardstick for a median: one 100x outlier makes CV huge and leaves the median where it was.
+CI_WIDTH_WARN_PCT = 10.0   # a quiet machine stays below this
+CI_WIDTH_FAIL_PCT = 50.0   # wider: the median is not known well enough to quote
+# Derived numbers must equal their recomputation from the raw files (same code, same seed);
+# the CSVs keep 10 significant digits.
+RECOMPUTE_REL_TOLERANCE = 1e-6
+RECOMPUTE_ABS_TOLERANCE_MS = 1e-9
 # analyze_results.py computes a 95 % bootstrap CI of the median from this many runs; below it
 # the report shows no CI. More runs give a narrower CI.
 MIN_RUNS_FOR_CI = 10
@@ -58,8 +69,9 @@ TRACE_TOLERANCE_FRACTION = 0.10
 # Medians this far apart (either way, after the overhead) measured different things: another
 # model, thread count or time unit. Always a FAIL.
 TRACE_MISMATCH_FACTOR = 2.0
-# Category shares (including UNATTRIBUTED) add up to 100 % by construction; CSV rounding only.
-SHARE_SUM_TOLERANCE_PP = 0.5
+# Category shares (including UNATTRIBUTED) are medians over runs divided by the median
+# Method::execute: medians do not add up exactly, so the sum is about 100 %.
+SHARE_SUM_TOLERANCE_PP = 10.0
 
 ANALYSIS_FILES = ("ops.csv", "op_stats.csv", "categories.csv")
 RUN_LEVEL_ANALYSIS_FILES = ("report.md", "analysis_summary.json", "trace.json")
@@ -79,10 +91,12 @@ CHECKS: dict[str, tuple[str, str]] = {
     "experiment_status": ("Experiment status", "rerun"),
     "experiment_files": ("Experiment files", "rerun"),
     "latencies": ("Latencies positive and finite", "rerun"),
-    "latency_cv": ("Run-to-run noise (CV)", "rerun"),
+    "median_ci": ("Median CI between processes", "rerun"),
+    "round_agreement": ("Rounds agree", "rerun"),
     "ci_runs": ("Runs for the confidence interval", "rerun"),
     "trace_vs_timing": ("Trace vs timing median", "rerun"),
-    "category_shares": ("Category shares sum to 100 %", "rerun"),
+    "category_shares": ("Category shares sum to about 100 %", "rerun"),
+    "recompute": ("Derived files match the raw data", "rerun"),
     "analysis": ("Analysis outputs", "rerun"),
     "sme2_labels": ("SME2 labels match what ran", "troubleshoot"),
     "comparison": ("Comparison makes sense", "rerun"),
@@ -93,15 +107,23 @@ checks (stable ids, also in --json and validation.json):
   {", ".join(CHECKS)}
 
 expected metrics ranges (what a sound run looks like; the thresholds of the checks):
-  CV of the timing latencies   < {CV_WARN_PCT:.0f} % on a quiet machine; {CV_WARN_PCT:.0f}-{CV_FAIL_PCT:.0f} % noisy (WARN);
-                               > {CV_FAIL_PCT:.0f} % unusable (WARN, FAIL with --strict)
+  median's 95 % CI width       (CI high - CI low) / median, CI resampling rounds then runs:
+                               <= {CI_WIDTH_WARN_PCT:.0f} % on a quiet machine; up to {CI_WIDTH_FAIL_PCT:.0f} % noisy (WARN);
+                               wider: the median is not known (FAIL); fewer than 5 rounds: WARN
+  round agreement              every round's own CI of the median overlaps every other's (else WARN:
+                               the machine changed between processes; quote the between-process CI)
+  recomputation                every headline (E2E medians and CIs, speedups and CIs, op_stats.csv,
+                               categories.csv, comparison.csv, analysis_summary.json) equals its
+                               recomputation from timing.json and trace.etdump within
+                               {RECOMPUTE_REL_TOLERANCE:g} relative (FAIL otherwise)
   runs per experiment          >= {MIN_RUNS_FOR_CI} for a 95 % bootstrap CI of the median (fewer: no CI, FAIL);
                                < {RECOMMENDED_RUNS} gives a wide CI (WARN)
   trace vs timing median       traced Method::execute median = timing median
                                x (1 + up to {100 * TRACE_OVERHEAD_FRACTION:.1f} % tracing overhead) + up to
                                {1000 * TRACE_COST_PER_OP_MS:.0f} us per operator event, within +/-{100 * TRACE_TOLERANCE_FRACTION:.0f} % (WARN outside,
                                FAIL with --strict); more than {TRACE_MISMATCH_FACTOR:g}x apart: FAIL
-  category shares              sum to 100 % +/- {SHARE_SUM_TOLERANCE_PP} pp (UNATTRIBUTED row included)
+  category shares              sum to 100 % +/- {SHARE_SUM_TOLERANCE_PP:g} pp (UNATTRIBUTED row included; medians
+                               over runs do not add up exactly)
   SME2 ON vs OFF, SME2 CPU     speedup (OFF median / ON median) > 1 with the 95 % CI above 1.0;
                                SME path time > 0 ms for ON, 0 ms for OFF
   SME2 ON vs OFF, no SME2      no SME2 effect to measure: report.md must say "{NOT_AVAILABLE_PHRASE}"
@@ -149,6 +171,7 @@ class RunContext:
     cpu: dict[str, Any]
     emulated: bool
     strict: bool
+    recomputed: Optional["Recomputed"] = None
 
     def analyze_command(self) -> str:
         return f"{kit_command('analyze_results.py')} --run-dir {self.run_dir}"
@@ -416,27 +439,197 @@ def valid_latencies(ctx: RunContext, entry: dict[str, Any]) -> Optional[list[flo
     return [float(value) for value in latencies]
 
 
-def check_latency_cv(ctx: RunContext) -> list[Check]:
+@dataclass
+class Recomputed:
+    """What the stage scripts computed afresh from the raw files, in a temporary folder."""
+    folder: Path
+    stats: dict[str, Any]
+    traced: dict[str, Path]       # experiment folder -> recomputed breakdown folder
+    compares: dict[str, Path]     # pair name -> recomputed comparison rows
+    errors: list[str]
+
+
+def run_script(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command], capture_output=True, text=True)
+
+
+def recompute(ctx: RunContext, work: Path) -> Recomputed:
+    """Run trace_breakdown.py and timing_stats.py on the raw files into `work` (nothing in the run
+    directory is written)."""
+    cpu_sme = bool(ctx.cpu.get("sme2") or ctx.cpu.get("sme"))
+    traced, jobs, errors = {}, [], []
+    for entry in ok_experiments(ctx):
+        folder = ctx.run_dir / folder_of(entry)
+        if (folder / "trace.etdump").is_file():
+            recorded = {}
+            try:
+                recorded = read_json_file(folder / "breakdown.json", "breakdown")
+            except ValidationError:
+                pass
+            etrecord = recorded.get("etrecord")
+            traced[folder.name] = work / folder.name
+            jobs.append({"etdump": str(folder / "trace.etdump"), "outdir": str(work / folder.name),
+                         "name": folder.name, "etrecord": etrecord if etrecord and Path(etrecord).is_file() else None})
+    pairs = [(p.get("baseline"), p.get("candidate")) for p in ctx.manifest.get("compare") or []]
+    compares = {f"{b}->{c}": work / f"compare_{n}.csv" for n, (b, c) in enumerate(pairs) if b in traced and c in traced}
+    if jobs:
+        (work / "jobs.json").write_text(json.dumps({"traces": jobs}))
+        done = run_script([str(SCRIPTS / "trace_breakdown.py"), "--jobs", str(work / "jobs.json")]
+                          + ["--cpu-has-sme"] * cpu_sme)
+        errors += [line for line in done.stderr.splitlines() if "error" in line.lower()]
+        traced = {name: out for name, out in traced.items() if (out / "runs.csv").is_file()}
+        compare_jobs = [{"pair": name, "baseline": str(traced[name.split("->")[0]]),
+                         "candidate": str(traced[name.split("->")[1]]), "out": str(out)}
+                        for name, out in compares.items() if all(side in traced for side in name.split("->"))]
+        if compare_jobs:
+            (work / "compares.json").write_text(json.dumps({"traces": [], "compares": compare_jobs}))
+            done = run_script([str(SCRIPTS / "trace_breakdown.py"), "--jobs", str(work / "compares.json")])
+            errors += [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    command = [str(SCRIPTS / "timing_stats.py"), "--out", str(work / "e2e_stats.json")]
+    for entry in ok_experiments(ctx):
+        name = folder_of(entry)
+        if (ctx.run_dir / name / "timing.json").is_file():
+            command += ["--experiment", name, str(ctx.run_dir / name / "timing.json")]
+        if name in traced:
+            command += ["--trace-runs", name, str(traced[name] / "runs.csv")]
+    for base, cand in pairs:
+        command += ["--pair", str(base), str(cand)]
+    stats: dict[str, Any] = {"experiments": {}, "pairs": []}
+    if "--experiment" in command or "--trace-runs" in command:
+        run_script(command)
+        try:
+            stats = read_json_file(work / "e2e_stats.json", "recomputed timing statistics")
+        except ValidationError as error:
+            errors.append(str(error))
+    return Recomputed(work, stats, traced, {k: v for k, v in compares.items() if v.is_file()}, errors)
+
+
+def close(a: Any, b: Any) -> bool:
+    """Equal within the recomputation tolerance; both empty counts as equal."""
+    x, y = as_float(a), as_float(b)
+    if x is None or y is None or not math.isfinite(x) or not math.isfinite(y):
+        return (x is None or not math.isfinite(x)) and (y is None or not math.isfinite(y))
+    return abs(x - y) <= max(RECOMPUTE_ABS_TOLERANCE_MS, RECOMPUTE_REL_TOLERANCE * max(abs(x), abs(y)))
+
+
+def differences(found: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]], columns: list[str]) -> list[str]:
+    """'row column: found X, recomputed Y' for every value that disagrees, and missing/extra rows."""
+    problems = [f"{key}: missing" for key in expected if key not in found]
+    problems += [f"{key}: not in the raw data" for key in found if key not in expected]
+    for key, row in expected.items():
+        if key in found:
+            problems += [f"{key} {column}: {found[key].get(column)!r}, recomputed {row.get(column)!r}"
+                         for column in columns if not close(found[key].get(column), row.get(column))]
+    return problems
+
+
+def csv_rows(path: Path, key: list[str]) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    return {" | ".join(row.get(k, "") for k in key): row for row in read_csv_rows(path)}
+
+
+def recompute_check(subject: str, problems: list[str], what: str, ctx: RunContext) -> Check:
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return Check("recompute", subject, "FAIL", f"{what} disagrees with the raw data: {shown}",
+                     f"the file was edited or is stale: regenerate the analysis ({ctx.analyze_command()})")
+    return Check("recompute", subject, "PASS", f"{what} matches its recomputation from the raw files")
+
+
+def check_recompute(ctx: RunContext) -> list[Check]:
+    rec = ctx.recomputed
+    if rec is None:
+        return [Check("recompute", "run", "SKIP", "nothing to recompute")]
+    checks = [Check("recompute", "run", "FAIL", "recomputation failed: " + "; ".join(rec.errors),
+                    f"measure again: {ctx.rerun_command()}")] if rec.errors else []
+    for folder, out in rec.traced.items():
+        found = csv_rows(ctx.run_dir / folder / "op_stats.csv", ["op_type", "backend"])
+        checks.append(recompute_check(f"{folder}/op_stats.csv", differences(
+            found, csv_rows(out / "op_stats.csv", ["op_type", "backend"]),
+            ["instances_per_run", "count", "ms_per_inference", "ci95_low_ms", "ci95_high_ms", "mean_ms",
+             "share_of_e2e_pct"]), "op_stats.csv", ctx))
+        checks.append(recompute_check(f"{folder}/categories.csv", differences(
+            csv_rows(ctx.run_dir / folder / "categories.csv", ["category"]), csv_rows(out / "categories.csv", ["category"]),
+            ["ms_per_inference", "share_pct", "share_ci95_low_pct", "share_ci95_high_pct", "sme_path_ms"]),
+            "categories.csv", ctx))
+    expected_rows: dict[str, dict[str, Any]] = {}
+    e2e = {folder: entry for folder, entry in (rec.stats.get("experiments") or {}).items() if not entry.get("error")}
+    for pair in rec.stats.get("pairs") or []:
+        if pair.get("error"):
+            continue
+        name = f"{pair['baseline']}->{pair['candidate']}"
+        expected_rows[f"{name} | e2e | E2E median"] = {
+            "baseline_ms": e2e.get(pair["baseline"], {}).get("median_ms"),
+            "candidate_ms": e2e.get(pair["candidate"], {}).get("median_ms"), "speedup": pair["speedup"],
+            "speedup_ci_low": pair["ci95_low"], "speedup_ci_high": pair["ci95_high"],
+            "baseline_share_pct": 100.0, "candidate_share_pct": 100.0}
+        if name in rec.compares:
+            expected_rows.update(csv_rows(rec.compares[name], ["pair", "level", "name"]))
+    if ctx.manifest.get("compare"):
+        checks.append(recompute_check("comparison.csv", differences(
+            csv_rows(ctx.run_dir / "comparison.csv", ["pair", "level", "name"]), expected_rows,
+            ["baseline_ms", "candidate_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "baseline_share_pct",
+             "candidate_share_pct"]), "comparison.csv", ctx))
+    if ctx.summary is not None:
+        problems: list[str] = []
+        for folder, entry in e2e.items():
+            summary_exp = summary_entry(ctx, folder)
+            problems += differences({f"{folder} e2e": summary_exp.get("e2e") or {}}, {f"{folder} e2e": entry},
+                                    ["median_ms", "ci95_low_ms", "ci95_high_ms"])
+            if folder in rec.traced:
+                rows = {f"{folder} {row['category']}": row for row in read_csv_rows(rec.traced[folder] / "categories.csv")}
+                found = {key: (summary_exp.get("categories") or {}).get(key.split(" ", 1)[1]) or {} for key in rows}
+                problems += differences(found, rows, ["ms_per_inference", "share_pct"])
+        for pair in rec.stats.get("pairs") or []:
+            if pair.get("error"):
+                continue
+            key = f"{pair['baseline']}->{pair['candidate']}"
+            found_pair = next((c for c in ctx.summary.get("comparisons") or [] if c.get("baseline") == pair["baseline"]
+                               and c.get("candidate") == pair["candidate"]), {})
+            problems += differences({key: found_pair}, {key: pair}, ["speedup", "ci95_low", "ci95_high"])
+        checks.append(recompute_check("analysis_summary.json", problems, "analysis_summary.json", ctx))
+    return checks
+
+
+def check_median_ci(ctx: RunContext) -> list[Check]:
+    """The median's CI between processes (recomputed from timing.json), and whether the rounds agree."""
     checks = []
+    stats = (ctx.recomputed.stats.get("experiments") or {}) if ctx.recomputed else {}
+    fix = ("quiet the machine (close other apps, plug in power, let it cool), pin threads with cpu_affinity, or "
+           f"raise rounds; then: {ctx.rerun_command()}")
     for entry in ok_experiments(ctx):
         folder = folder_of(entry)
-        latencies = valid_latencies(ctx, entry)
-        if latencies is None or len(latencies) < 2:
-            checks.append(Check("latency_cv", folder, "SKIP", "no valid timing latencies (see latencies)"))
+        found = stats.get(folder) or {}
+        if found.get("source") != "timing":
+            checks.append(Check("median_ci", folder, "SKIP", "no valid timing latencies (see latencies)"))
+            checks.append(Check("round_agreement", folder, "SKIP", "no timing rounds"))
             continue
-        cv = 100.0 * statistics.stdev(latencies) / statistics.fmean(latencies)
-        detail = f"CV {cv:.1f} % over {len(latencies)} runs"
-        fix = ("quiet the machine (close other apps, plug in power, let it cool), pin threads, or raise runs; "
-               f"then: {ctx.rerun_command()}")
+        width = found.get("rel_ci_width_pct")
+        detail = (f"median {found['median_ms']:.4g} ms, 95 % CI [{found['ci95_low_ms']:.4g}, {found['ci95_high_ms']:.4g}] "
+                  f"ms = {width:.1f} % of the median, over {found['ci_method']} ({found['rounds']} rounds, CV "
+                  f"{found['cv_pct']:.0f} %)" if width is not None else "no CI (see ci_runs)")
         if ctx.emulated:
-            checks.append(Check("latency_cv", folder, "SKIP", f"{detail}; emulated CPU: {EMULATED_PHRASE}"))
-        elif cv > CV_FAIL_PCT:
-            checks.append(Check("latency_cv", folder, "FAIL" if ctx.strict else "WARN",
-                                f"{detail} > {CV_FAIL_PCT:.0f} %: too noisy to compare medians", fix))
-        elif cv > CV_WARN_PCT:
-            checks.append(Check("latency_cv", folder, "WARN", f"{detail} > {CV_WARN_PCT:.0f} %: noisy machine", fix))
+            checks.append(Check("median_ci", folder, "SKIP", f"{detail}; emulated CPU: {EMULATED_PHRASE}"))
+        elif width is None:
+            checks.append(Check("median_ci", folder, "SKIP", detail))
+        elif width > CI_WIDTH_FAIL_PCT:
+            checks.append(Check("median_ci", folder, "FAIL",
+                                f"{detail} > {CI_WIDTH_FAIL_PCT:.0f} %: the median is not known well enough", fix))
+        elif width > CI_WIDTH_WARN_PCT:
+            checks.append(Check("median_ci", folder, "WARN", f"{detail}: > {CI_WIDTH_WARN_PCT:.0f} %: noisy machine", fix))
+        elif found["ci_method"] != "rounds, then runs":
+            checks.append(Check("median_ci", folder, "WARN",
+                                f"{detail}: too few rounds to see the variation between processes", fix))
         else:
-            checks.append(Check("latency_cv", folder, "PASS", f"{detail} (<= {CV_WARN_PCT:.0f} %)"))
+            checks.append(Check("median_ci", folder, "PASS", f"{detail} (<= {CI_WIDTH_WARN_PCT:.0f} %)"))
+        agree = found.get("rounds_agree")
+        if ctx.emulated or agree is None:
+            checks.append(Check("round_agreement", folder, "SKIP", found.get("rounds_note") or "not checked"))
+        elif agree:
+            checks.append(Check("round_agreement", folder, "PASS", found["rounds_note"]))
+        else:
+            checks.append(Check("round_agreement", folder, "WARN", found["rounds_note"], fix))
     return checks
 
 
@@ -773,8 +966,16 @@ def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
 
 def run_checks(ctx: RunContext) -> list[Check]:
     checks = [Check("run_dir", "run", "PASS", f"{ctx.run_dir} with manifest.json")]
+    with tempfile.TemporaryDirectory(prefix="validate_") as work:
+        ctx.recomputed = recompute(ctx, Path(work))
+        checks += run_check_groups(ctx)
+    return checks
+
+
+def run_check_groups(ctx: RunContext) -> list[Check]:
+    checks = []
     for check_group in (check_manifest, check_experiment_status, check_experiment_files, check_latencies,
-                        check_latency_cv, check_ci_runs, check_trace_vs_timing, check_category_shares,
+                        check_median_ci, check_ci_runs, check_trace_vs_timing, check_category_shares, check_recompute,
                         check_analysis, check_sme2_labels, check_comparisons):
         checks.extend(check_group(ctx))
     return checks
@@ -809,7 +1010,8 @@ def build_report(target: Path, checks: list[Check], ctx: Optional[RunContext]) -
         "verdict": verdict, "next_action": action, "next_action_hint": hint,
         "counts": {status: sum(check.status == status for check in checks) for status in ("PASS", "WARN", "FAIL", "SKIP")},
         "checks": [asdict(check) for check in checks], "facts": facts,
-        "thresholds": {"cv_warn_pct": CV_WARN_PCT, "cv_fail_pct": CV_FAIL_PCT, "min_runs_for_ci": MIN_RUNS_FOR_CI,
+        "thresholds": {"ci_width_warn_pct": CI_WIDTH_WARN_PCT, "ci_width_fail_pct": CI_WIDTH_FAIL_PCT,
+                       "recompute_rel_tolerance": RECOMPUTE_REL_TOLERANCE, "min_runs_for_ci": MIN_RUNS_FOR_CI,
                        "recommended_runs": RECOMMENDED_RUNS, "trace_overhead_fraction": TRACE_OVERHEAD_FRACTION,
                        "trace_cost_per_op_ms": TRACE_COST_PER_OP_MS,
                        "trace_tolerance_fraction": TRACE_TOLERANCE_FRACTION,
@@ -888,7 +1090,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the JSON report (as in validation.json) instead "
                         "of the table")
     parser.add_argument("--strict", action="store_true",
-                        help=f"FAIL (not WARN) when CV > {CV_FAIL_PCT:.0f} %% or the trace median is outside its "
+                        help="FAIL (not WARN) when the trace median is outside its "
                              "window")
     return parser.parse_args(argv)
 

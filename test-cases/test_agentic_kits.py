@@ -57,7 +57,7 @@ REQUIRED_FAILURE_MODES = (
     "python-too-old", "no-compiler-or-xcode-command-line-tools", "wheel-cmake-package-not-found",
     "runner-build-failure", "missing-operator-or-backend-at-load", "no-sme2-on-this-cpu",
     "android-ndk-missing-or-clang-older-than-18", "no-adb-device-or-several-devices", "etdump-empty-or-truncated",
-    "noisy-measurements-high-cv", "sme2-on-runner-registered-no-sme2-kernels",
+    "noisy-measurements-wide-confidence-interval", "sme2-on-runner-registered-no-sme2-kernels",
     "analysis-failure-with-raw-results-intact",
 )
 COMMAND_TIMEOUT_S = 900

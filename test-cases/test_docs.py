@@ -273,20 +273,26 @@ def documented_columns(text: str) -> dict[str, list[str]]:
     return found
 
 
+# The script whose --help lists a CSV's columns: the one that writes it.
+CSV_OWNERS = {"kernels.csv": "analyze_results.py", "comparison.csv": "analyze_results.py"}
+
+
 def help_columns(csv_name: str) -> list[str]:
-    """The columns analyze_results.py --help lists for one CSV file."""
-    text = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/analyze_results.py"), "--help"],
+    """The columns the writing script's --help lists for one CSV file."""
+    script = CSV_OWNERS.get(csv_name, "trace_breakdown.py")
+    text = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--help"],
                           capture_output=True, text=True, check=True).stdout
     match = re.search(rf"{re.escape(csv_name)}\s[^\n]*\n((?:\s{{6,}}[^\n]+\n)+)", text)
-    assert match, f"analyze_results.py --help does not list {csv_name}"
+    assert match, f"{script} --help does not list {csv_name}"
     return [column.strip() for column in match.group(1).replace("\n", " ").split(",") if column.strip()]
 
 
 def test_documented_csv_columns_match_the_analysis_help():
-    columns = documented_columns(page_text(SCRIPTS_README))
-    assert set(columns) >= {"ops.csv", "op_stats.csv", "categories.csv", "kernels.csv", "comparison.csv"}
+    columns = documented_columns((REPO_ROOT / "scripts/README.md").read_text())
+    assert set(columns) >= {"ops.csv", "runs.csv", "op_instances.csv", "op_stats.csv", "categories.csv",
+                            "kernels.csv", "comparison.csv"}
     for csv_name, documented in columns.items():
-        assert documented == help_columns(csv_name), f"{csv_name}: the page documents {documented}"
+        assert documented == help_columns(csv_name), f"{csv_name}: scripts/README.md documents {documented}"
 
 
 # --- the site's rules ------------------------------------------------------------------

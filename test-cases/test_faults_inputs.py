@@ -94,6 +94,14 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
             folder.chmod(0o755)
 
 
+def load_breakdown() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("trace_breakdown_faults", SCRIPTS / "trace_breakdown.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_analyzer() -> ModuleType:
     spec = importlib.util.spec_from_file_location("analyze_results_faults", SCRIPTS / "analyze_results.py")
     module = importlib.util.module_from_spec(spec)
@@ -215,21 +223,22 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
     data = linear_etdump.read_bytes()
     flipped = tmp_path / "flipped.etdump"
     blamed = None
+    breakdown = load_breakdown()  # trace_breakdown.py reads ETDumps for the analysis
     for offset in range(16, len(data)):  # the first offset whose flip the Inspector rejects
         corrupt = bytearray(data)
         corrupt[offset] ^= 0x80
         flipped.write_bytes(bytes(corrupt))
         try:
-            analyzer.open_inspector(flipped, exported_linear["etrecord"])
-        except analyzer.AnalysisError as error:
+            breakdown.open_inspector(flipped, exported_linear["etrecord"])
+        except breakdown.BreakdownError as error:
             blamed = str(error)
             break
     assert blamed is not None, "no single bit flip made the ETDump unreadable"
     assert blamed.startswith(str(flipped)) and "ETDump is corrupt" in blamed and "re-run the trace" in blamed
     broken_record = tmp_path / "broken.etrecord"
     broken_record.write_bytes(exported_linear["etrecord"].read_bytes()[:2000])
-    with pytest.raises(analyzer.AnalysisError) as error:
-        analyzer.open_inspector(linear_etdump, broken_record)
+    with pytest.raises(breakdown.BreakdownError) as error:
+        breakdown.open_inspector(linear_etdump, broken_record)
     assert str(error.value).startswith(str(broken_record)) and "without --etrecord" in str(error.value)
 
 

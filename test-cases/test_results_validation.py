@@ -29,9 +29,9 @@ TRACED_RUNS = 12
 FRAMEWORK_EVENTS = {"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL", "Program::load_method", "Method::init"}
 
 
-def load_analyzer(repo_root: Path) -> ModuleType:
-    """The analysis script as a module, to test its rules and statistics directly."""
-    spec = importlib.util.spec_from_file_location("analyze_results", repo_root / "scripts/analyze_results.py")
+def load_analyzer(repo_root: Path, script: str = "analyze_results") -> ModuleType:
+    """An analysis script as a module, to test its rules and statistics directly."""
+    spec = importlib.util.spec_from_file_location(script, repo_root / f"scripts/{script}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
@@ -114,6 +114,18 @@ def analyzer(repo_root: Path) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def breakdown(repo_root: Path) -> ModuleType:
+    """trace_breakdown.py: the operator rules and the per-run breakdown."""
+    return load_analyzer(repo_root, "trace_breakdown")
+
+
+@pytest.fixture(scope="session")
+def timing(repo_root: Path) -> ModuleType:
+    """timing_stats.py: E2E medians and CIs between processes."""
+    return load_analyzer(repo_root, "timing_stats")
+
+
+@pytest.fixture(scope="session")
 def analyzed_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path, toy_portable_pte: Path,
                  venv_python: str, repo_root: Path) -> Path:
     """A portable -> XNNPACK run directory with one failed experiment, analysed once."""
@@ -153,7 +165,9 @@ def test_latency_metrics(analyzed_run: Path, summary: dict[str, Any]) -> None:
         # The traced E2E is Method::execute exactly as the Inspector reports it.
         raw = inspector_events(analyzed_run / name / "trace.etdump")["Method::execute"]
         assert len(raw) == TRACED_RUNS
-        assert summary["experiments"][name]["trace_e2e"]["median_ms"] == pytest.approx(float(np.median(raw)))
+        kept = [float(r["execute_ms"]) for r in read_csv(analyzed_run / name / "runs.csv") if r["outlier"] == "False"]
+        assert sorted(kept) == sorted(v for v in raw if v in kept) and len(kept) >= TRACED_RUNS // 2
+        assert summary["experiments"][name]["trace_e2e"]["median_ms"] == pytest.approx(float(np.median(kept)))
         # Units: the traced and the timed medians are the same order of magnitude (ms both).
         assert 0.2 < float(np.median(raw)) / e2e["median_ms"] < 5
 
@@ -162,7 +176,8 @@ def test_operator_analysis(analyzed_run: Path) -> None:
     for name, backends in (("portable_t1", {"portable"}), ("xnnpack_t1", {"XNNPACK"})):
         folder = analyzed_run / name
         ops = read_csv(folder / "ops.csv")
-        assert list(ops[0]) == ["run", "name", "op_type", "category", "backend", "kernel_path", "duration_ms"]
+        assert list(ops[0]) == ["run", "position", "delegate_call", "instance_id", "name", "op_type", "category",
+                                "backend", "kernel_path", "duration_ms"]
         assert not {row["name"] for row in ops} & FRAMEWORK_EVENTS
         assert {row["backend"] for row in ops} >= backends
         assert {int(row["run"]) for row in ops} == set(range(TRACED_RUNS))
@@ -175,15 +190,32 @@ def test_operator_analysis(analyzed_run: Path) -> None:
         for row in ops:
             per_run[int(row["run"])] += float(row["duration_ms"])
         assert np.all(per_run <= np.asarray(raw["Method::execute"]) + 1e-9)
+        # Every instance has one stable id: the same ids, in the same order, in every run.
+        ids = [[row["instance_id"] for row in ops if int(row["run"]) == run] for run in range(TRACED_RUNS)]
+        assert all(run_ids == ids[0] for run_ids in ids) and len(set(ids[0])) == len(ids[0])
+        runs = read_csv(folder / "runs.csv")
+        execute = np.asarray([float(r["execute_ms"]) for r in runs])
+        assert execute == pytest.approx(np.asarray(raw["Method::execute"]), rel=1e-8)
+        kept = [i for i, r in enumerate(runs) if r["outlier"] == "False"]
         categories = read_csv(folder / "categories.csv")
         assert [r["category"] for r in categories] == ["CONV", "GEMM", "DATA_MOVEMENT", "ELEMENTWISE", "OTHER",
                                                        "UNATTRIBUTED"]
-        assert sum(float(r["share_pct"]) for r in categories) == pytest.approx(100.0, abs=0.01)
-        assert sum(float(r["ms_per_inference"]) for r in categories) == pytest.approx(
-            float(np.mean(raw["Method::execute"])), rel=1e-4)
+        # The headline is the median over (kept) runs of each run's summed exclusive time.
+        for r in categories:
+            if r["category"] == "UNATTRIBUTED":
+                continue
+            sums = np.zeros(TRACED_RUNS)
+            for row in ops:
+                if row["category"] == r["category"]:
+                    sums[int(row["run"])] += float(row["duration_ms"])
+            assert float(r["ms_per_inference"]) == pytest.approx(float(np.median(sums[kept])), abs=1e-9)
+            assert float(r["share_pct"]) == pytest.approx(
+                100 * float(np.median(sums[kept])) / float(np.median(execute[kept])), rel=1e-6)
         stats = read_csv(folder / "op_stats.csv")
-        assert sum(float(r["share_of_e2e_pct"]) for r in stats) == pytest.approx(100.0, abs=0.01)
         assert stats[-1]["category"] == "UNATTRIBUTED"
+        for r in stats[:-1]:  # instances per run = events per run, not distinct names
+            events = sum(1 for row in ops if row["op_type"] == r["op_type"] and row["backend"] == r["backend"])
+            assert int(r["instances_per_run"]) * TRACED_RUNS == events
         conv = [r for r in stats if r["category"] == "CONV"]
         gemm = [r for r in stats if r["category"] == "GEMM"]
         assert conv and gemm, "the tiny CNN has a convolution and a linear layer"
@@ -245,15 +277,15 @@ REAL_PORTABLE_NAMES = [
 
 
 @pytest.mark.parametrize("name,category,subcategory", REAL_XNNPACK_NAMES)
-def test_xnnpack_categories(analyzer: ModuleType, name: str, category: str, subcategory: str) -> None:
-    op_type = analyzer.op_type_of(name)
+def test_xnnpack_categories(breakdown: ModuleType, name: str, category: str, subcategory: str) -> None:
+    op_type = breakdown.op_type_of(name)
     assert not re.search(r" #\d+$", op_type)
-    assert analyzer.classify_op(op_type, "XNNPACK") == (category, subcategory)
+    assert breakdown.classify_op(op_type, "XNNPACK") == (category, subcategory)
 
 
 @pytest.mark.parametrize("name,category", REAL_PORTABLE_NAMES)
-def test_portable_categories(analyzer: ModuleType, name: str, category: str) -> None:
-    assert analyzer.classify_op(name, "portable")[0] == category
+def test_portable_categories(breakdown: ModuleType, name: str, category: str) -> None:
+    assert breakdown.classify_op(name, "portable")[0] == category
 
 
 @pytest.mark.parametrize("op_type,path", [
@@ -263,35 +295,58 @@ def test_portable_categories(analyzer: ModuleType, name: str, category: str) -> 
     ("Convolution (NHWC, F32) IGEMM", "xnnpack"), ("Fully Connected (NC, QS8, QC8W) GEMM", "xnnpack"),
     ("Transpose (ND, X32)", "xnnpack"), ("Convert (NC)", "xnnpack"),
 ])
-def test_kernel_path_from_op_names(analyzer: ModuleType, op_type: str, path: str) -> None:
-    assert analyzer.kernel_path_of(op_type, "XNNPACK") == path
-    assert analyzer.kernel_path_of("native_call_convolution.out", "portable") == "portable"
-    assert analyzer.on_sme_path("kleidiai_sme", cpu_has_sme=False)
-    assert analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme=True)
-    assert not analyzer.on_sme_path("kleidiai_qp8", cpu_has_sme=False)
+def test_kernel_path_from_op_names(breakdown: ModuleType, op_type: str, path: str) -> None:
+    assert breakdown.kernel_path_of(op_type, "XNNPACK") == path
+    assert breakdown.kernel_path_of("native_call_convolution.out", "portable") == "portable"
+    assert breakdown.on_sme_path("kleidiai_sme", cpu_has_sme=False)
+    assert breakdown.on_sme_path("kleidiai_qp8", cpu_has_sme=True)
+    assert not breakdown.on_sme_path("kleidiai_qp8", cpu_has_sme=False)
 
 
-def test_bootstrap_ci_contains_median_and_narrows(analyzer: ModuleType, analyzed_run: Path) -> None:
-    timing = json.loads((analyzed_run / "xnnpack_t1" / "timing.json").read_text())
-    measured = np.asarray(timing["latencies_ms"])
-    stats = analyzer.latency_stats(measured)
+@pytest.mark.parametrize("first,second", [
+    ("Convolution (NHWC, F32) IGEMM", "Convolution (NHWC, QC8) IGEMM"),      # fp32 vs int8
+    ("Convolution (NHWC, F32) IGEMM", "Convolution (NHWC, PF32) IGEMM"),     # SME2 OFF vs ON
+    ("Fully Connected (NC, F32) GEMM", "Fully Connected (NC, QD8, F32, QC8W) GEMM"),
+    ("Fully Connected (NC, QP8, F32, QC4W) GEMM", "Fully Connected (NC, QDU8, F32, QC4W) GEMM"),
+])
+def test_operators_pair_by_operation(breakdown: ModuleType, first: str, second: str) -> None:
+    assert breakdown.operation_key(first) == breakdown.operation_key(second)
+    assert breakdown.operation_key("Convolution (NHWC, F32) IGEMM") != breakdown.operation_key(
+        "Convolution (NHWC, F32) DWConv")
+
+
+def test_bootstrap_ci_contains_median_and_narrows(timing: ModuleType, analyzed_run: Path) -> None:
+    rounds, source = timing.read_rounds(analyzed_run / "xnnpack_t1" / "timing.json")
+    assert source == "timing" and len(rounds) == ROUNDS
+    stats = timing.experiment_stats(rounds, source)
     assert stats["ci95_low_ms"] <= stats["median_ms"] <= stats["ci95_high_ms"]
-    assert analyzer.latency_stats(measured) == stats, "fixed seed: the same data gives the same CI"
+    assert timing.experiment_stats(rounds, source) == stats, "fixed seed: the same data gives the same CI"
+    assert stats["ci_method"] == "runs (within process)", f"{ROUNDS} rounds are too few to see between processes"
     rng = np.random.default_rng(7)
     population = rng.lognormal(mean=0.0, sigma=0.2, size=4000)
     widths = []
     for n in (20, 200, 2000):
-        s = analyzer.latency_stats(population[:n])
-        assert s["ci95_low_ms"] <= s["median_ms"] <= s["ci95_high_ms"]
+        s = timing.experiment_stats([population[i * n // 5:(i + 1) * n // 5] for i in range(5)], "timing")
+        assert s["ci95_low_ms"] <= s["median_ms"] <= s["ci95_high_ms"] and s["ci_method"] == "rounds, then runs"
         widths.append(s["ci95_high_ms"] - s["ci95_low_ms"])
     assert widths[0] > widths[1] > widths[2]
-    few = analyzer.latency_stats(measured[:5])
+    few = timing.experiment_stats([rounds[0][:5]], source)
     assert few["ci95_low_ms"] is None and any("too few" in w for w in few["warnings"])
-    noisy = analyzer.latency_stats(np.array([1.0, 1.5] * 10))
-    assert any("CV" in w for w in noisy["warnings"])
+    # One 100x outlier among steady runs: the median and its CI do not move (CV would be huge).
+    steady = [np.full(8, 1.0) + 0.001 * np.arange(8) for _ in range(6)]
+    steady[2][3] = 100.0
+    robust = timing.experiment_stats(steady, "timing")
+    assert robust["rel_ci_width_pct"] < 1.0 and robust["cv_pct"] > 100
+    # Rounds from a machine that changed between processes: the CI between processes is wider than
+    # the one within them, and the disagreement is said.
+    shifted = [rng.normal(1.0 + 0.05 * k, 0.005, 10) for k in range(6)]  # a machine slowing down
+    between = timing.experiment_stats(shifted, "timing")
+    within = timing.experiment_stats([np.concatenate(shifted)], "timing")
+    assert between["rounds_agree"] is False and any("rounds disagree" in w for w in between["warnings"])
+    assert (between["ci95_high_ms"] - between["ci95_low_ms"]) > 2 * (within["ci95_high_ms"] - within["ci95_low_ms"])
 
 
-def test_speedup_from_interleaved_rounds(analyzer: ModuleType, analyzed_run: Path, summary: dict[str, Any]) -> None:
+def test_speedup_from_interleaved_rounds(timing: ModuleType, analyzed_run: Path, summary: dict[str, Any]) -> None:
     base = json.loads((analyzed_run / "portable_t1" / "timing.json").read_text())
     cand = json.loads((analyzed_run / "xnnpack_t1" / "timing.json").read_text())
     expected = np.median(base["latencies_ms"]) / np.median(cand["latencies_ms"])
@@ -306,15 +361,18 @@ def test_speedup_from_interleaved_rounds(analyzer: ModuleType, analyzed_run: Pat
     e2e = next(r for r in rows if r["level"] == "e2e")
     assert float(e2e["speedup"]) == pytest.approx(expected, rel=1e-5)
     categories = [r for r in rows if r["level"] == "category"]
-    assert sum(float(r["candidate_share_pct"]) for r in categories) == pytest.approx(100, abs=0.01)
-    assert any(r["level"] == "op_type" for r in rows)
+    assert [r["name"] for r in categories] == ["CONV", "GEMM", "DATA_MOVEMENT", "ELEMENTWISE", "OTHER", "UNATTRIBUTED"]
+    op_rows = [r for r in rows if r["level"] == "op_type"]
+    # portable vs XNNPACK share no operator: every row is one-sided and has no speedup (not 0).
+    assert op_rows and all(r["speedup"] == "" for r in op_rows)
+    assert all((r["baseline_ms"] == "") != (r["candidate_ms"] == "") for r in op_rows)
     # Paired rounds: a machine that slows down between rounds slows both sides of a round, so the
     # drift cancels in the ratio and the CI stays narrow.
     rng = np.random.default_rng(3)
     drift = (1.0, 1.6, 2.2, 1.3)
     baseline = [f * rng.lognormal(0.0, 0.02, 15) for f in drift]
     candidate = [f / 2 * rng.lognormal(0.0, 0.02, 15) for f in drift]
-    paired = analyzer.paired_round_speedup(baseline, candidate)
+    paired = timing.pair_speedup(baseline, candidate)
     assert paired["ci95_low"] <= 2.0 <= paired["ci95_high"]
     assert paired["ci95_high"] - paired["ci95_low"] < 0.2
 
@@ -357,7 +415,8 @@ def test_report_and_failed_experiment(analyzed_run: Path, summary: dict[str, Any
 
 
 def test_csv_columns_are_documented(analyzed_run: Path, venv_python: str, repo_root: Path) -> None:
-    help_text = analyze(venv_python, repo_root, "--help").stdout
+    help_text = analyze(venv_python, repo_root, "--help").stdout + subprocess.run(
+        [venv_python, str(repo_root / "scripts/trace_breakdown.py"), "--help"], capture_output=True, text=True).stdout
     for csv_path in [*analyzed_run.glob("*/*.csv"), analyzed_run / "comparison.csv"]:
         header = csv_path.read_text().splitlines()[0].split(",")
         for column in header:
@@ -430,7 +489,7 @@ def test_rerun_with_labels_emulated_and_sme_warning(tmp_path: Path, analyzed_run
     assert "emulated: timings not meaningful" in done.stderr
 
 
-def test_etrecord_gives_the_same_numbers(tmp_path: Path, analyzer: ModuleType, prebuilt_runner: Path,
+def test_etrecord_gives_the_same_numbers(tmp_path: Path, breakdown: ModuleType, prebuilt_runner: Path,
                                          venv_python: str) -> None:
     """With an ETRecord the backend name comes from it; every operator row is the same as without."""
     export = (
@@ -446,32 +505,40 @@ def test_etrecord_gives_the_same_numbers(tmp_path: Path, analyzer: ModuleType, p
         "et.get_etrecord().save(sys.argv[1] + '.etrecord')\n")
     subprocess.run([venv_python, "-c", export, str(tmp_path / "m")], check=True, capture_output=True)
     run_runner(prebuilt_runner, tmp_path / "m.pte", 5, ["--etdump_path", str(tmp_path / "m.etdump")])
-    with_record = analyzer.load_trace(tmp_path / "m.etdump", tmp_path / "m.etrecord")
-    without = analyzer.load_trace(tmp_path / "m.etdump", None)
-    assert with_record.ops.equals(without.ops)
-    assert with_record.e2e_ms == without.e2e_ms and len(without.e2e_ms) == 5
-    assert set(with_record.ops["backend"]) == {"XNNPACK"}
-    assert set(with_record.ops["category"]) >= {"CONV", "GEMM"}
+    with_record = breakdown.load_trace(tmp_path / "m.etdump", tmp_path / "m.etrecord")
+    without = breakdown.load_trace(tmp_path / "m.etdump", None)
+    ops = breakdown.ops_table(with_record)
+    assert ops.equals(breakdown.ops_table(without)) and len(without.runs) == 5
+    assert set(ops["backend"]) == {"XNNPACK"}
+    assert set(ops["category"]) >= {"CONV", "GEMM"}
+    # op_instances.csv maps an instance back to its ETRecord graph node when there is one.
+    nodes = {e.name: e.node for e in with_record.runs[0] if e.kind == "op"}
+    conv = next(name for name in nodes if name.startswith("Convolution"))
+    assert "convolution" in nodes[conv] and not any(e.node for e in without.runs[0])  # the delegate's nodes
 
 
-def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, analyzer: ModuleType,
+def test_corrupt_trace_in_run_dir_is_an_error_not_a_crash(tmp_path: Path, breakdown: ModuleType,
                                                          analyzed_run: Path) -> None:
-    """A truncated trace of one experiment is reported in one line; its timing numbers are still used."""
+    """A truncated trace is reported in one line; the earlier breakdown is renamed *.stale, never left current."""
     folder = tmp_path / "xnnpack_t1"
     shutil.copytree(analyzed_run / "xnnpack_t1", folder)
     real = (folder / "trace.etdump").read_bytes()
     (folder / "trace.etdump").write_bytes(real[:100])
-    exp = analyzer.Experiment(name="xnnpack_t1", folder=folder, meta={"name": "xnnpack", "threads": 1})
-    analyzer.analyze_experiment(exp, None, cpu_has_sme=False)
-    assert len(exp.errors) == 1 and "truncated" in exp.errors[0] and "\n" not in exp.errors[0]
-    assert exp.trace is None and exp.e2e_source == "timing" and exp.e2e["n"] == ROUNDS * RUNS_PER_ROUND
+    result = breakdown.breakdown(folder / "trace.etdump", folder, None, False, "xnnpack_t1")
+    assert "truncated" in result["error"] and "\n" not in result["error"]
+    assert not (folder / "ops.csv").exists() and not (folder / "categories.csv").exists()
+    assert (folder / "ops.csv.stale").is_file() and "ops.csv" in result["retired"]
+    assert json.loads((folder / "breakdown.json").read_text())["error"] == result["error"]
 
 
 def test_packed_path_check_covers_sme_and_sme2_cpus(analyzer: ModuleType, analyzed_run: Path) -> None:
     """XNNPACK takes the packed path on SME CPUs too: an ON run with F32 op names is flagged on either."""
+    import pandas as pd
     exp = analyzer.Experiment(name="xnnpack_t1", folder=analyzed_run / "xnnpack_t1",
                               meta={"name": "xnnpack", "sme2_label": "on"})
-    analyzer.analyze_experiment(exp, None, cpu_has_sme=True)
+    exp.op_stats = pd.read_csv(exp.folder / "op_stats.csv", keep_default_na=False)
+    exp.op_stats["sme_path"] = exp.op_stats["sme_path"].astype(str) == "True"
+    exp.categories = pd.read_csv(exp.folder / "categories.csv")
     assert exp.sme_path_ms == 0, "this x86 trace has F32 op names only"
     (on_sme,) = analyzer.packed_path_warnings(exp, {"sme": True, "sme2": False})
     assert "CPU with SME," in on_sme and "no operator ran on the KleidiAI packed path" in on_sme
@@ -480,3 +547,57 @@ def test_packed_path_check_covers_sme_and_sme2_cpus(analyzer: ModuleType, analyz
     assert analyzer.packed_path_warnings(exp, {"sme": False, "sme2": False}) == []
     exp.meta["sme2_label"] = "off"
     assert analyzer.packed_path_warnings(exp, {"sme": True, "sme2": True}) == []
+
+
+TWO_DELEGATES_EXPORT = """
+import sys, torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+
+class TwoDelegates(torch.nn.Module):
+    # XNNPACK has no cumsum: the graph splits into two delegate calls around two portable ops.
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(6)])
+        self.second = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(5)])
+
+    def forward(self, x):
+        return self.second(torch.cumsum(torch.cumsum(self.first(x), dim=3), dim=2))
+
+torch.manual_seed(0)
+program = torch.export.export(TwoDelegates().eval(), (torch.randn(1, 4, 8, 8),))
+open(sys.argv[1], "wb").write(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+                              .to_executorch().buffer)
+"""
+
+
+def test_instances_per_run_with_two_delegate_calls(tmp_path: Path, prebuilt_runner: Path, venv_python: str,
+                                                   repo_root: Path) -> None:
+    """11 convolutions in two XNNPACK delegate calls (numbered #1.. afresh in each) and two portable
+    cumsums between them: every instance is counted and has its own id."""
+    subprocess.run([venv_python, "-c", TWO_DELEGATES_EXPORT, str(tmp_path / "two.pte")], check=True,
+                   capture_output=True)
+    run_runner(prebuilt_runner, tmp_path / "two.pte", 4, ["--etdump_path", str(tmp_path / "two.etdump")])
+    done = subprocess.run([venv_python, str(repo_root / "scripts/trace_breakdown.py"), "--etdump",
+                           str(tmp_path / "two.etdump"), "--outdir", str(tmp_path / "out")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    per_run = {r["op_type"]: int(r["instances_per_run"]) for r in read_csv(tmp_path / "out" / "op_stats.csv")}
+    assert per_run["Convolution (NHWC, F32) IGEMM"] == 11 and per_run["native_call_cumsum.out"] == 2
+    # The Inspector's own events of one run, counted per op type, are the real counts.
+    raw = inspector_events(tmp_path / "two.etdump")
+    real: dict[str, int] = {}
+    for name, values in raw.items():
+        if name not in FRAMEWORK_EVENTS:
+            op_type = re.sub(r" #\d+$", "", name)
+            real[op_type] = real.get(op_type, 0) + len(values) // 4
+    assert {k: v for k, v in per_run.items() if k != "(framework and delegate overhead)"} == real
+    instances = read_csv(tmp_path / "out" / "op_instances.csv")
+    assert len({r["instance_id"] for r in instances}) == len(instances) == sum(real.values())
+    calls = [(int(r["delegate_call"]), r["name"]) for r in instances if r["name"].startswith("Convolution")]
+    assert [c for c, _ in calls] == [1] * 6 + [2] * 5
+    assert calls[0][1] == calls[6][1] == "Convolution (NHWC, F32) IGEMM #1", "XNNPACK numbers afresh per call"
+    assert [int(r["position"]) for r in instances] == list(range(1, len(instances) + 1))
+    cumsums = [r for r in instances if r["backend"] == "portable"]
+    assert [int(r["delegate_call"]) for r in cumsums] == [0, 0]
+    assert all(int(r["position"]) for r in cumsums)

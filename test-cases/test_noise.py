@@ -1,0 +1,142 @@
+"""The numbers survive a noisy machine: a CPU hog on the runner's core during some runs.
+
+Three real pipeline runs of one portable vs XNNPACK comparison, the runner pinned to core 0
+(cpu_affinity): one quiet, two with a busy-loop process pinned to the same core that a timer
+switches on and off every few milliseconds, so it hits some timing and traced runs and not others.
+The breakdown and the speedup are medians over runs with CIs between processes, so:
+  - the largest category and the category order of the quiet run hold in the noisy runs (only
+    categories whose share CIs are apart in the quiet run are ordered: ties stay ties), and
+  - the speedup CIs of the two noisy runs overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+CORE = 0
+HOG_ON_S, HOG_OFF_S = 0.004, 0.006
+
+EXPORT = """
+import sys, torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+
+class ConvHeavy(torch.nn.Module):
+    # One large convolution dominates; a linear layer and the pooling are far smaller.
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = torch.nn.Linear(32 * 8 * 8, 64)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 4).flatten(1))
+
+torch.manual_seed(0)
+program = torch.export.export(ConvHeavy().eval(), (torch.randn(1, 16, 32, 32),))
+partitioners = [XnnpackPartitioner()] if sys.argv[2] == "xnnpack" else []
+open(sys.argv[1], "wb").write(to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch().buffer)
+"""
+
+# The loop ends when its parent (the test) is gone, even if the test is killed before it cleans up.
+HOG = "import os\nos.sched_setaffinity(0, {%d})\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n" % CORE
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, venv_python: str) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("noise_models")
+    paths = {backend: folder / f"conv_heavy_{backend}_fp32.pte" for backend in ("portable", "xnnpack")}
+    jobs = [subprocess.Popen([venv_python, "-c", EXPORT, str(path), backend], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for backend, path in paths.items()]
+    assert all(job.wait() == 0 for job in jobs)
+    return paths
+
+
+class Hog:
+    """A busy loop on CORE, switched on and off by a timer thread (SIGCONT / SIGSTOP)."""
+
+    def __enter__(self) -> "Hog":
+        self.process = subprocess.Popen([sys.executable, "-c", HOG])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.toggle, daemon=True)
+        self.thread.start()
+        return self
+
+    def toggle(self) -> None:
+        while not self.stop.is_set():
+            os.kill(self.process.pid, signal.SIGCONT)
+            time.sleep(HOG_ON_S)
+            os.kill(self.process.pid, signal.SIGSTOP)
+            time.sleep(HOG_OFF_S)
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.process.kill()
+        self.process.wait()
+
+
+def pipeline(folder: Path, models: dict[str, Path], prebuilt_runner: Path, venv_python: str) -> dict:
+    """One pipeline run pinned to CORE; returns (analysis summary, per-experiment breakdown.json)."""
+    experiments = [{"name": backend, "runner": str(prebuilt_runner.parent), "model": str(path), "runs": 6,
+                    "rounds": 5, "warmup": 1, "cpu_affinity": [CORE]} for backend, path in models.items()]
+    folder.mkdir()
+    config = folder / "config.json"
+    config.write_text(json.dumps({"schema_version": 1, "output_root": str(folder / "run"), "experiments": experiments,
+                                  "compare": [{"baseline": "portable", "candidate": "xnnpack"}]}))
+    done = subprocess.run([venv_python, str(SCRIPTS / "mac_pipeline.py"), "--config", str(config)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_dir = folder / "run"
+    return {"summary": json.loads((run_dir / "analysis_summary.json").read_text()),
+            "breakdown": {name: json.loads((run_dir / f"{name}_t1" / "breakdown.json").read_text())
+                          for name in ("portable", "xnnpack")},
+            "categories": {name: {r["category"]: r for r in _read_csv(run_dir / f"{name}_t1" / "categories.csv")}
+                           for name in ("portable", "xnnpack")}}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def clear_order(categories: dict[str, dict[str, str]]) -> set[tuple[str, str]]:
+    """(a, b) pairs where a's share CI lies above b's: the order the data resolves."""
+    pairs = set()
+    for a, row_a in categories.items():
+        for b, row_b in categories.items():
+            if row_a["share_ci95_low_pct"] and row_b["share_ci95_high_pct"] and \
+                    float(row_a["share_ci95_low_pct"]) > float(row_b["share_ci95_high_pct"]):
+                pairs.add((a, b))
+    return pairs
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "sched_setaffinity"),
+                    reason="CPU pinning (taskset, sched_setaffinity) is Linux only")
+def test_breakdown_and_speedup_survive_a_cpu_hog(tmp_path: Path, models: dict[str, Path], prebuilt_runner: Path,
+                                                 venv_python: str) -> None:
+    quiet = pipeline(tmp_path / "quiet", models, prebuilt_runner, venv_python)
+    with Hog():
+        noisy = [pipeline(tmp_path / f"noisy{k}", models, prebuilt_runner, venv_python) for k in (1, 2)]
+    for name in ("portable", "xnnpack"):
+        order = clear_order(quiet["categories"][name])
+        assert quiet["breakdown"][name]["largest_is_clear"], quiet["breakdown"][name]["largest_sentence"]
+        for run in noisy:
+            assert run["breakdown"][name]["largest"] == quiet["breakdown"][name]["largest"], (
+                name, run["breakdown"][name]["largest_sentence"], quiet["breakdown"][name]["largest_sentence"])
+            medians = {c: float(r["ms_per_inference"]) for c, r in run["categories"][name].items()}
+            assert all(medians[a] > medians[b] for a, b in order), (name, order, medians)
+    low1, high1 = (noisy[0]["summary"]["comparisons"][0][k] for k in ("ci95_low", "ci95_high"))
+    low2, high2 = (noisy[1]["summary"]["comparisons"][0][k] for k in ("ci95_low", "ci95_high"))
+    assert low1 <= high2 and low2 <= high1, ((low1, high1), (low2, high2))
