@@ -242,8 +242,13 @@ def sources_fingerprint(runner_dir: Path, extra: dict) -> str:
 
 
 def scan_sme_kernels(library: Path) -> dict:
-    """Which SME kernels a library carries, from the microkernel symbol names in it."""
-    names = set(re.findall(rb"(?:kai|xnn)_[A-Za-z0-9_]*sme[A-Za-z0-9_]*", library.read_bytes()))
+    """Which SME compute kernels a library carries, from the microkernel symbol names in it.
+
+    Only compute kernels count (XNNPACK `*ukernel*`, KleidiAI `*matmul*`): a source build with both
+    SME switches OFF still links KleidiAI's SME weight-packing routines (`kai_run_rhs_pack_*_sme`,
+    `xnn_pack_kai_*_sme`), which never run without the kernels they pack for."""
+    names = {name for name in re.findall(rb"(?:kai|xnn)_[A-Za-z0-9_]*sme[A-Za-z0-9_]*", library.read_bytes())
+             if (b"ukernel" in name or b"matmul" in name) and b"pack" not in name}
     sme2 = any(b"sme2" in name for name in names)
     sme = any(re.search(rb"sme(?!2)", name) for name in names)
     return {"sme2_kernels": sme2, "sme_kernels": sme}
