@@ -113,7 +113,8 @@ def run_stage(command: list[str], what: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
     if done.returncode != 0 and "error:" not in done.stderr:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AnalysisError(f"{what} failed (exit {done.returncode}): {tail}")
+        raise AnalysisError(f"{what} failed (exit {done.returncode}): {tail}; run that stage alone to see its "
+                            "whole output, and report it if the inputs are intact")
     return done
 
 

@@ -195,7 +195,8 @@ def build_config(args: argparse.Namespace, config_dir: Path) -> dict:
         raise ConfigInputError("--compare dtypes needs exactly two --model (baseline first, e.g. fp32 then int8) "
                                "and combines only with threads")
     if "dtypes" not in args.compare and len(args.models) > 1:
-        raise ConfigInputError("more than one --model is for --compare dtypes")
+        raise ConfigInputError("more than one --model is for --compare dtypes; pass one --model, or add "
+                               "--compare dtypes to compare two exports of one model")
     runners = runner_names(args)
     model = relative_to(args.models[0], config_dir)
     experiments, compare = [], []

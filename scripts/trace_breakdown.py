@@ -861,7 +861,8 @@ def read_jobs(path: Path) -> dict[str, Any]:
                              "in --help") from None
     if not isinstance(jobs, dict) or not isinstance(jobs.get("traces", []), list) \
             or not isinstance(jobs.get("compares", []), list):
-        raise BreakdownError(f"{path}: the jobs file must be an object with lists 'traces' and 'compares'")
+        raise BreakdownError(f"{path}: the jobs file must be an object with lists 'traces' and 'compares'; "
+                             "write it as analyze_results.py does (see --help)")
     return jobs
 
 

@@ -8,6 +8,7 @@ operators and looks at every word that names a file under ``scripts/``.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shlex
 import subprocess
@@ -126,3 +127,16 @@ def length_problems(body: str, max_section: int, max_stretch: int) -> list[str]:
     problems += [f"{count} words without a code block from body line {line} (limit {max_stretch})"
                  for line, count in prose_between_code_blocks(body) if count > max_stretch]
     return problems
+
+
+def only_noise_failed(result: subprocess.CompletedProcess, cwd: Path) -> bool:
+    """True when a command stopped only because validate_results.py (the last thing it printed)
+    found the machine too noisy to quote the median: every FAIL row is `median_ci`. A page or kit
+    run on a loaded CI machine may meet that honestly; every other check must still hold, so the
+    tests accept exactly this case and nothing else."""
+    written = re.findall(r"wrote (\S+/validation\.json)", result.stdout)
+    if result.returncode != 1 or not written or not result.stdout.rstrip().endswith("validation.md"):
+        return False
+    checks = json.loads((cwd / written[-1]).read_text())["checks"]
+    failed = [check for check in checks if check["status"] == "FAIL"]
+    return bool(failed) and all(check["id"] == "median_ci" for check in failed)

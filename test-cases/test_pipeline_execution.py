@@ -105,7 +105,7 @@ def test_mac_pipeline_basic(basic_run, prebuilt_runner):
         assert [r["round"] for r in timing["rounds"]] == list(range(TINY["rounds"]))
         assert len(timing["round_medians_ms"]) == TINY["rounds"]
         trace_timing = json.loads((run_dir / folder / "trace_timing.json").read_text())
-        assert trace_timing["etdump"] is True and trace_timing["num_executions"] == TINY["runs"]
+        assert trace_timing["etdump"] is True and trace_timing["num_executions"] == TINY["runs"] * TINY["rounds"]  # the trace runs runs x rounds
         assert (run_dir / folder / "trace.etdump").stat().st_size > 0
         log = (run_dir / folder / "runner.log").read_text()
         assert log.count("\n$ ") + log.startswith("$ ") == TINY["rounds"] + 1  # timing rounds + trace run
@@ -405,7 +405,7 @@ def test_run_quick_test(tmp_path, venv_python, prebuilt_runner):
     (tmp_path / "config.json").write_text(json.dumps({"experiments": [{"runs": 30, "rounds": 2}]}))
     first = run(venv_python, REPO / "scripts/run_quick_test.py", "--workdir", tmp_path, "--runs", 10)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "does not match --runs 10 --rounds 3; writing it again" in first.stdout
+    assert "does not match --runs 10 --rounds 5; writing it again" in first.stdout
     assert "quick test passed" in first.stdout and "speedup portable_t1->xnnpack_t1" in first.stdout
     assert "FAIL" not in first.stdout.split("quick test ───")[-1]
     [run_dir] = list((tmp_path / "runs").iterdir())
