@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,17 @@ def repo_root() -> Path:
 def venv_python() -> str:
     """The interpreter running the tests: the venv the README's test command set up."""
     return sys.executable
+
+
+def write_config(folder: Path, experiments: list[dict], compare: list[dict] | None = None, **top) -> Path:
+    """A pipeline config in `folder` whose runs go to `folder/run`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"output_root": "run", "experiments": experiments, **top}
+    if compare is not None:
+        config["compare"] = compare
+    path = folder / "config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_config
+
 REPO = Path(__file__).resolve().parent.parent
 MAC_PIPELINE = REPO / "scripts/mac_pipeline.py"
 ANDROID_PIPELINE = REPO / "scripts/android_pipeline.py"
@@ -37,16 +39,6 @@ FAST = {"runs": 1, "warmup": 0, "rounds": 2, "mode": "timing"}
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def write_config(folder: Path, experiments: list[dict], compare: list[dict] | None = None, **top) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"output_root": "run", "experiments": experiments, **top}
-    if compare is not None:
-        config["compare"] = compare
-    path = folder / "config.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
 
 
 def pair_config(folder: Path, runner: Path, model: Path, **extra) -> Path:

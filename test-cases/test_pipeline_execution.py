@@ -17,6 +17,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from conftest import write_config
+
 REPO = Path(__file__).resolve().parent.parent
 MAC_PIPELINE = REPO / "scripts/mac_pipeline.py"
 GENERATE_CONFIG = REPO / "scripts/generate_config.py"
@@ -27,16 +29,6 @@ TINY = {"runs": 3, "warmup": 1, "rounds": 2}
 def run(venv_python: str, script: Path, *args, cwd: Path | None = None, stdin: str | None = None):
     return subprocess.run([venv_python, str(script), *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           input=stdin)
-
-
-def write_config(folder: Path, experiments: list[dict], compare: list[dict] | None = None, **top) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"output_root": "run", "experiments": experiments, **top}
-    if compare is not None:
-        config["compare"] = compare
-    path = folder / "config.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
 
 
 def manifest_of(run_dir: Path) -> dict:
