@@ -702,7 +702,7 @@ def run_kits_before(kit_run: KitRun, name: str) -> None:
 
 def run_checked(kit_run: KitRun, command: str, what: str) -> None:
     result = run(command, kit_run.root, env=wide_env())
-    if only_noise_failed(result, kit_run.root):
+    if only_noise_failed(result, kit_run.root, command):
         return  # too noisy a machine for a tight median, said plainly; every other check held
     assert result.returncode == 0, (f"{what} exited {result.returncode}\n$ {command}\n"
                                     f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
