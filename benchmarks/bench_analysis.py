@@ -4,7 +4,8 @@
 Exports a model with well over 100 operators (a stack of inverted-residual blocks, lowered to
 XNNPACK), traces 200 runs of it with the kit's runner, then times:
   1. the Inspector parsing that ETDump (in this process, after its import),
-  2. the Inspector including its import (what any script that uses it pays),
+  2. the Inspector including its import: what reading the trace would cost with it (the kit's
+     trace_breakdown.py reads the ETDump's FlatBuffer directly instead),
   3. `analyze_results.py --etdump` end to end (a fresh process: imports, its stage scripts
      trace_breakdown.py and timing_stats.py, CSVs, charts, trace, report), wall clock and the CPU
      seconds of the whole process tree (the figure to read on a shared machine).
@@ -128,9 +129,9 @@ def main() -> int:
                             f"{op_events_per_run} operator events ({int(events)} events in all)")
         table.add_column("step")
         table.add_column("seconds", justify="right")
-        table.add_row("Inspector: parse the ETDump (after import)", f"{float(parse_s):.2f}")
-        table.add_row("Inspector: import executorch.devtools", f"{float(import_s):.2f}")
-        table.add_row("Inspector: import + parse", f"{float(import_s) + float(parse_s):.2f}")
+        table.add_row("for reference, ExecuTorch Inspector: parse the ETDump (after import)", f"{float(parse_s):.2f}")
+        table.add_row("for reference, ExecuTorch Inspector: import executorch.devtools", f"{float(import_s):.2f}")
+        table.add_row("for reference, ExecuTorch Inspector: import + parse", f"{float(import_s) + float(parse_s):.2f}")
         table.add_row("analyze_results.py --etdump, end to end (wall)", f"{analysis_s:.2f}")
         table.add_row("analyze_results.py --etdump, end to end (CPU, all processes)", f"{analysis_cpu_s:.2f}")
         console.print(table)

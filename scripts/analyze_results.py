@@ -228,7 +228,7 @@ def model_facts(exp: Experiment) -> dict[str, str]:
 
 def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment, Experiment]], cpu: dict[str, Any],
                     etrecords: dict[str, Optional[Path]], work: Path) -> list[tuple[str, Path]]:
-    """trace_breakdown.py once for every trace and compare pair (one Inspector start); returns the
+    """trace_breakdown.py once for every trace and compare pair (one process); returns the
     (pair name, rows CSV) of each compare."""
     traced = [e for e in experiments if e.etdump is not None]
     compares = [(f"{b.name}->{c.name}", b, c) for b, c in pairs if b.etdump is not None and c.etdump is not None]
@@ -996,7 +996,7 @@ def method_section(rules: Optional[dict[str, Any]], stats: dict[str, Any]) -> li
         "ran back to back), then runs within each drawn round; a pair whose rounds ran in different sessions "
         "(after a --resume) is bootstrapped side by side instead, and its warnings say so. Speedup is empty "
         "where one side has no such operator.",
-        "- **Operator breakdown** (`trace_breakdown.py`): trace-mode runs read with ExecuTorch's Inspector. "
+        "- **Operator breakdown** (`trace_breakdown.py`): trace-mode runs, read straight from the ETDump (and the ETRecord's graph nodes when there is one). "
         "Each operator's exclusive time is its own event (XNNPACK per-operator events inside `DELEGATE_CALL`, "
         "`native_call_*` events of portable kernels inside `OPERATOR_CALL`); nesting events are never added. "
         "Times are summed per run (per instance, op type and category); the table value is the median over "
@@ -1320,9 +1320,8 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
     etrecords = {e.name: etrecord_for(e, args.etrecord) for e in experiments}
     with tempfile.TemporaryDirectory(prefix="analysis_") as tmp:
         work = Path(tmp)
-        # A plain line, not a spinner: a refresh thread slows the Inspector's import-heavy start.
         if not args.etdump:  # a bad single ETDump must give exactly one line
-            console.print("Reading ETDumps with the ExecuTorch Inspector (trace_breakdown.py)...")
+            console.print("Reading ETDumps (trace_breakdown.py)...")
         compare_csvs = run_trace_stage([e for e in experiments if e.status == "ok"], pairs, cpu, etrecords, work)
         rules = json.loads((work / "rules.json").read_text()) if (work / "rules.json").is_file() else None
         stats = run_timing_stage([e for e in experiments if e.status == "ok"], pairs,

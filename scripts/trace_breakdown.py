@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Operator breakdown of ETDump traces: per-run sums, medians with bootstrap CIs, operator identity.
 
-The stage of the analysis that reads `trace.etdump` (with ExecuTorch's Inspector) and owns the
+The stage of the analysis that reads `trace.etdump` (and the model's `.etrecord`, when given) and owns the
 operator rules of this kit: the category rule table, the kernel path read from XNNPACK datatype
 tags, and how operators of two experiments are paired. analyze_results.py and validate_results.py
 run it as a subprocess and read the files it writes.
@@ -55,16 +55,15 @@ import argparse
 import contextlib
 import functools
 import json
-import logging
 import math
 import os
 import re
 import struct
 import sys
-import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -291,7 +290,7 @@ class Trace:
 
 
 def check_etdump_file(path: Path) -> None:
-    """Reject a missing, empty, truncated or foreign file before the Inspector sees it."""
+    """Reject a missing, empty, truncated or foreign file before it is parsed."""
     if not path.is_file():
         raise BreakdownError(f"{path}: no such ETDump file; pass the trace.etdump the runner wrote with --etdump_path")
     data = path.read_bytes()
@@ -305,73 +304,197 @@ def check_etdump_file(path: Path) -> None:
                              "re-run the trace and let the runner finish")
 
 
-@contextlib.contextmanager
-def quiet_library_output() -> Iterator[None]:
-    """Silence the Inspector's own prints and warnings (flatc, torchao): this script reports errors itself."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved = [os.dup(1), os.dup(2)]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in (*saved, devnull):
-                os.close(fd)
+# The ETDump is a size-prefixed FlatBuffer (identifier ED00; schema: etdump_schema_flatcc.fbs in
+# ExecuTorch's devtools/etdump). This stage needs only its profile events, so it reads them
+# directly: ExecuTorch's Inspector would first import torch and round-trip the file through flatc
+# and JSON, about 8 of the 10 seconds a 200-run trace may take. test_results_validation.py checks
+# every duration read here against the Inspector's. Field numbers follow the schema's field order.
+RUN_DATA_FIELD, EVENTS_FIELD, PROFILE_EVENT_FIELD = 1, 3, 0
+PROFILE_FIELDS = {"name": 0, "instruction_id": 2, "delegate_debug_id_int": 3, "delegate_debug_id_str": 4,
+                  "start_time": 6, "end_time": 7}
+# Events of the runtime itself; the ETRecord maps none of them to graph nodes.
+RESERVED_EVENTS = {"Method::init", "Program::load_method", "Method::execute"}
+MAX_UINT32 = 2**32 - 1
+UOFFSET, SOFFSET, VOFFSET = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<H")
+INT32, UINT64 = struct.Struct("<i"), struct.Struct("<Q")
 
 
-def open_inspector(etdump: Path, etrecord: Optional[Path]) -> Any:
-    """The ExecuTorch Inspector on one ETDump (the source of truth for every event and duration)."""
-    check_etdump_file(etdump)
-    with quiet_library_output():
-        from executorch.devtools import Inspector
-        try:
-            return Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None)
-        except Exception as error:  # the Inspector raises many types for a bad file
-            failure = error
-        # Blame the right file: if the ETDump reads alone, the ETRecord is the problem.
-        etdump_alone_reads = False
-        if etrecord is not None:
-            with contextlib.suppress(Exception):
-                Inspector(etdump_path=str(etdump))
-                etdump_alone_reads = True
-    if etdump_alone_reads:
-        raise BreakdownError(f"{etrecord}: the Inspector could not use this ETRecord with {etdump} "
-                             f"({type(failure).__name__}); pass the .etrecord exported with this model, "
-                             "or run without --etrecord")
-    raise BreakdownError(f"{etdump}: the ETDump is corrupt, the Inspector could not parse it "
-                         f"({type(failure).__name__}); re-run the trace with this kit's runner")
+class FlatBuffer:
+    """Bounds-checked reads of FlatBuffer tables; a bad offset raises ValueError, never reads elsewhere."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.vtables: dict[int, tuple[int, ...]] = {}  # the writer shares one vtable between like tables
+
+    def read(self, layout: struct.Struct, pos: int) -> Any:
+        if pos < 0 or pos + layout.size > len(self.data):
+            raise ValueError(f"offset {pos} lies outside the {len(self.data)}-byte buffer")
+        return layout.unpack_from(self.data, pos)[0]
+
+    def fields(self, table: int) -> tuple[int, ...]:
+        """Each field's offset inside the table (0: absent, so the schema default applies)."""
+        vtable = table - self.read(SOFFSET, table)
+        if vtable not in self.vtables:
+            size = self.read(VOFFSET, vtable)
+            if size < 4 or size % 2:
+                raise ValueError(f"vtable at {vtable} has an impossible size {size}")
+            self.vtables[vtable] = tuple(self.read(VOFFSET, vtable + slot) for slot in range(4, size, 2))
+        return self.vtables[vtable]
+
+    def field(self, table: int, index: int) -> int:
+        offsets = self.fields(table)
+        return table + offsets[index] if index < len(offsets) and offsets[index] else 0
+
+    def scalar(self, table: int, index: int, layout: struct.Struct, default: int) -> int:
+        pos = self.field(table, index)
+        return self.read(layout, pos) if pos else default
+
+    def string(self, table: int, index: int) -> Optional[str]:
+        pos = self.field(table, index)
+        if not pos:
+            return None
+        start = pos + self.read(UOFFSET, pos)
+        length = self.read(UOFFSET, start)
+        if start + 4 + length > len(self.data):
+            raise ValueError(f"string at {start} runs past the end of the buffer")
+        return self.data[start + 4:start + 4 + length].decode("utf-8")
+
+    def tables(self, table: int, index: int) -> list[int]:
+        """The tables of a vector field (each element is an offset relative to itself)."""
+        pos = self.field(table, index)
+        if not pos:
+            return []
+        start = pos + self.read(UOFFSET, pos)
+        count = self.read(UOFFSET, start)
+        if start + 4 + 4 * count > len(self.data):
+            raise ValueError(f"vector at {start} claims {count} elements, more than the buffer holds")
+        return [start + 4 + 4 * i + self.read(UOFFSET, start + 4 + 4 * i) for i in range(count)]
 
 
-def backend_label(event: Any) -> str:
+@dataclass
+class RecordedEvent:
+    """One profile event as the runtime wrote it; times in the runtime's ticks (nanoseconds)."""
+    name: str
+    instruction_id: int
+    delegate_id: Optional[Any]  # XNNPACK's operator name (str) or a backend's int id; None: not delegated
+    start: int
+    end: int
+
+    @property
+    def signature(self) -> tuple[str, int, Any]:
+        return self.name, self.instruction_id, self.delegate_id
+
+    def elapsed(self) -> int:
+        if self.start <= self.end:
+            return self.end - self.start
+        if max(self.start, self.end) > MAX_UINT32:
+            raise ValueError(f"event {self.name!r} ends before it starts")
+        return MAX_UINT32 - self.start + self.end  # a 32-bit clock wrapped around
+
+
+def recorded_event(buffer: FlatBuffer, event: int) -> Optional[RecordedEvent]:
+    profile = buffer.field(event, PROFILE_EVENT_FIELD)
+    if not profile:
+        return None  # an allocation or debug event
+    profile += buffer.read(UOFFSET, profile)
+    delegate_int = buffer.scalar(profile, PROFILE_FIELDS["delegate_debug_id_int"], INT32, -1)
+    delegate_str = buffer.string(profile, PROFILE_FIELDS["delegate_debug_id_str"]) or None
+    delegate_id = delegate_int if delegate_int != -1 else delegate_str
+    name = str(delegate_id) if delegate_id is not None else buffer.string(profile, PROFILE_FIELDS["name"])
+    if not name:
+        return None  # neither a name nor a delegate id: nothing to attribute it to
+    return RecordedEvent(name, buffer.scalar(profile, PROFILE_FIELDS["instruction_id"], INT32, -1), delegate_id,
+                         buffer.scalar(profile, PROFILE_FIELDS["start_time"], UINT64, 0),
+                         buffer.scalar(profile, PROFILE_FIELDS["end_time"], UINT64, 0))
+
+
+def read_etdump(path: Path) -> list[list[RecordedEvent]]:
+    """The profile events of every run-data block, in recorded order."""
+    check_etdump_file(path)
+    data = path.read_bytes()
+    buffer = FlatBuffer(data[4:4 + struct.unpack("<I", data[:4])[0]])
+    try:
+        root = buffer.read(UOFFSET, 0)
+        blocks = [[e for e in (recorded_event(buffer, event) for event in buffer.tables(run_data, EVENTS_FIELD))
+                   if e is not None]
+                  for run_data in buffer.tables(root, RUN_DATA_FIELD)]
+        for block in blocks:
+            for event in block:
+                event.elapsed()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BreakdownError(f"{path}: the ETDump is corrupt ({error}); re-run the trace with this kit's "
+                             "runner") from None
+    return blocks
+
+
+@dataclass
+class RecordMaps:
+    """What an ETRecord says about instructions: debug handles, delegate backends, graph nodes."""
+    handles: dict[str, Any]            # instruction id -> debug handle(s)
+    delegates: dict[str, dict]         # instruction id -> {"name": backend, "delegate_map": {...}}
+    nodes: dict[int, list[str]]        # debug handle -> edge-dialect graph node names
+
+
+def read_etrecord(path: Path) -> RecordMaps:
+    """The ETRecord's maps, read from its zip entries (JSON) without loading the graphs into torch."""
+    def method_map(archive: zipfile.ZipFile, entry: str) -> dict[str, Any]:
+        maps = json.loads(archive.read(entry)) if entry in archive.namelist() else {}
+        if not isinstance(maps, dict):
+            raise ValueError(f"{entry} is not a JSON object")
+        return maps.get("forward") or next(iter(maps.values()), {})
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            handles, delegates = method_map(archive, "debug_handle_map"), method_map(archive, "delegate_map")
+            names = archive.namelist()
+            graph_entry = next(n for n in ("edge_dialect_exported_program/forward", "edge_dialect_exported_program")
+                               if n in names)
+            graph = json.loads(archive.read(graph_entry))["graph_module"]["graph"]
+    except (OSError, zipfile.BadZipFile, StopIteration, KeyError, TypeError, ValueError) as error:
+        raise BreakdownError(f"{path}: not a readable ETRecord ({type(error).__name__}); pass the .etrecord exported "
+                             "with this model, or run without --etrecord") from None
+    nodes: dict[int, list[str]] = {}
+    for node in graph.get("nodes") or []:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            nodes.setdefault(int(node["metadata"]["debug_handle"]), []).append(node["name"])
+    return RecordMaps(handles, delegates or {}, nodes)
+
+
+def backend_of(event: RecordedEvent, record: Optional[RecordMaps]) -> str:
     """XNNPACK for XNNPACK delegate events (all delegated events when no ETRecord names the backend)."""
-    name = event.delegate_backend_name or ""
+    known = record is not None and str(event.instruction_id) in record.handles
+    name = (record.delegates.get(str(event.instruction_id)) or {}).get("name", "") if known else ""
     if not name or "xnnpack" in name.lower():
         return "XNNPACK"
     return name.replace("Backend", "")
 
 
-def node_of(event: Any) -> str:
-    """The ETRecord graph node(s) behind an event (empty without an ETRecord)."""
-    names = list(getattr(event, "stack_traces", None) or {}) or list(getattr(event, "op_types", None) or [])
-    return ";".join(str(n) for n in names)
+def nodes_of(event: RecordedEvent, record: Optional[RecordMaps]) -> str:
+    """The ETRecord graph node(s) behind an event (empty without an ETRecord), the way the Inspector maps them."""
+    instruction = str(event.instruction_id)
+    if record is None or event.name in RESERVED_EVENTS or instruction not in record.handles:
+        return ""
+    handles = record.handles[instruction]
+    delegate = record.delegates.get(instruction)
+    if event.delegate_id is not None and delegate is not None:
+        lowered = delegate.get("delegate_map") or {}
+        handles = lowered.get(str(event.delegate_id))
+        for key, value in lowered.items():
+            if key in str(event.delegate_id):
+                handles = value
+    names: list[str] = []
+    for handle in [handles] if isinstance(handles, int) else handles or []:
+        names += [name for name in record.nodes.get(handle, []) if name not in names]
+    return ";".join(names)
 
 
-def event_kind(event: Any) -> Optional[tuple[str, str]]:
-    if event.is_delegated_op:
-        return "op", backend_label(event)
+def event_kind(event: RecordedEvent, record: Optional[RecordMaps]) -> Optional[tuple[str, str]]:
+    if event.delegate_id is not None:
+        return "op", backend_of(event, record)
     if event.name == "Method::execute":
         return "execute", ""
     if event.name == "DELEGATE_CALL":
-        return "delegate_call", backend_label(event)
+        return "delegate_call", backend_of(event, record)
     if event.name == "OPERATOR_CALL":
         return "operator_call", ""
     if event.name in FRAMEWORK_EVENTS:
@@ -379,40 +502,45 @@ def event_kind(event: Any) -> Optional[tuple[str, str]]:
     return "op", "portable"
 
 
-def runs_from_inspector(inspector: Any) -> list[tuple[int, list[TraceEvent]]]:
-    """Per traced run: (start tick, events), from every event block that holds Method::execute.
+def traced_runs(blocks: list[list[RecordedEvent]], record: Optional[RecordMaps]) -> list[tuple[int, list[TraceEvent]]]:
+    """Per traced run: (start tick, events), from every block that holds Method::execute.
 
-    An event of the Inspector is one recorded instance with one value per run, so its place in the
-    block, ordered by start time in the first run, is a stable identity across runs.
+    Runs that recorded the same events form a group; an event's place in its group's first run,
+    ordered by start time, is its stable identity across runs.
     """
+    groups: dict[tuple, list[list[RecordedEvent]]] = {}
+    for block in blocks:
+        if any(e.name == "Method::execute" for e in block):  # not the load/init block
+            groups.setdefault(tuple(e.signature for e in block), []).append(block)
     runs: list[tuple[int, list[TraceEvent]]] = []
-    for block in inspector.event_blocks:
-        execute = next((e for e in block.events if e.name == "Method::execute" and e.perf_data), None)
-        if execute is None:
-            continue  # the load/init block
-        timed = [(e, event_kind(e)) for e in block.events if e.perf_data is not None and e.start_time is not None]
-        timed = [(e, kind) for e, kind in timed if kind is not None]
-        order = sorted(range(len(timed)), key=lambda i: (timed[i][0].start_time[0], i))
-        calls = sorted({e._instruction_id for e, kind in timed if kind[0] == "delegate_call"},
-                       key=lambda iid: min(e.start_time[0] for e, k in timed if k[0] == "delegate_call"
-                                           and e._instruction_id == iid))
-        call_index = {iid: n for n, iid in enumerate(calls, start=1)}
+    for group in groups.values():
+        first = group[0]
+        kinds = [event_kind(e, record) for e in first]
+        order = sorted((i for i, kind in enumerate(kinds) if kind is not None), key=lambda i: (first[i].start, i))
+        call_starts: dict[int, int] = {}
+        for i in order:
+            if kinds[i][0] == "delegate_call":
+                call_starts.setdefault(first[i].instruction_id, first[i].start)
+        call_index = {iid: n for n, iid in enumerate(sorted(call_starts, key=call_starts.get), start=1)}
         # The ETRecord maps a delegate call, not XNNPACK's own operators, to graph nodes: an XNNPACK
         # operator gets the nodes its delegate call lowered.
-        call_nodes = {e._instruction_id: node_of(e) for e, kind in timed if kind[0] == "delegate_call"}
-        for k in range(len(execute.perf_data.raw)):
-            origin = execute.start_time[k]
+        call_nodes = {first[i].instruction_id: nodes_of(first[i], record) for i in order
+                      if kinds[i][0] == "delegate_call"}
+        nodes = [nodes_of(e, record) if kind and kind[0] == "op" else "" for e, kind in zip(first, kinds)]
+        execute = next(i for i, e in enumerate(first) if e.name == "Method::execute")
+        for block in group:
+            origin = block[execute].start
             events, position = [], 0
             for i in order:
-                event, (kind, backend) = timed[i]
+                event, (kind, backend) = block[i], kinds[i]
                 if kind == "op":
                     position += 1
-                # Start ticks are nanoseconds (ExecuTorch's default PAL clock); durations are already ms.
-                events.append(TraceEvent(event.name, kind, (event.start_time[k] - origin) / 1000.0,
-                                         event.perf_data.raw[k] * 1000.0, event._instruction_id, backend,
-                                         (node_of(event) or call_nodes.get(event._instruction_id, ""))
-                                         if kind == "op" else "", position if kind == "op" else 0,
-                                         call_index.get(event._instruction_id, 0) if backend != "portable" else 0))
+                # Ticks are nanoseconds (ExecuTorch's default PAL clock).
+                events.append(TraceEvent(event.name, kind, (event.start - origin) / 1000.0, event.elapsed() / 1000.0,
+                                         event.instruction_id, backend,
+                                         (nodes[i] or call_nodes.get(event.instruction_id, "")) if kind == "op" else "",
+                                         position if kind == "op" else 0,
+                                         call_index.get(event.instruction_id, 0) if backend != "portable" else 0))
             runs.append((origin, events))
     runs.sort(key=lambda item: item[0])
     return runs
@@ -432,8 +560,8 @@ def opaque_delegate_ops(events: list[TraceEvent]) -> list[TraceEvent]:
 
 
 def load_trace(etdump: Path, etrecord: Optional[Path]) -> Trace:
-    inspector = open_inspector(etdump, etrecord)
-    runs = runs_from_inspector(inspector)
+    blocks = read_etdump(etdump)
+    runs = traced_runs(blocks, read_etrecord(etrecord) if etrecord else None)
     if not runs:
         raise BreakdownError(f"{etdump}: the ETDump holds no Method::execute event (no inference was traced); "
                              "run the runner with --num_executions >= 1 and --etdump_path")
@@ -833,7 +961,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--etdump", type=Path, help="one trace.etdump to break down (with --outdir)")
     what.add_argument("--jobs", type=Path, help='JSON file: {"traces": [{"etdump", "outdir", "etrecord", "name"}], '
-                      '"compares": [{"pair", "baseline", "candidate", "out"}], "rules_out": FILE} (one Inspector start '
+                      '"compares": [{"pair", "baseline", "candidate", "out"}], "rules_out": FILE} (one process '
                       'for all; rules_out receives the --rules JSON)')
     what.add_argument("--compare", nargs=2, type=Path, metavar=("BASE_DIR", "CAND_DIR"),
                       help="two folders this script wrote: category and op-type rows of comparison.csv (with --out)")

@@ -224,12 +224,12 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
     flipped = tmp_path / "flipped.etdump"
     blamed = None
     breakdown = load_breakdown()  # trace_breakdown.py reads ETDumps for the analysis
-    for offset in range(16, len(data)):  # the first offset whose flip the Inspector rejects
+    for offset in range(16, len(data)):  # the first offset whose flip the reader rejects
         corrupt = bytearray(data)
         corrupt[offset] ^= 0x80
         flipped.write_bytes(bytes(corrupt))
         try:
-            breakdown.open_inspector(flipped, exported_linear["etrecord"])
+            breakdown.load_trace(flipped, exported_linear["etrecord"])
         except breakdown.BreakdownError as error:
             blamed = str(error)
             break
@@ -238,7 +238,7 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
     broken_record = tmp_path / "broken.etrecord"
     broken_record.write_bytes(exported_linear["etrecord"].read_bytes()[:2000])
     with pytest.raises(breakdown.BreakdownError) as error:
-        breakdown.open_inspector(linear_etdump, broken_record)
+        breakdown.load_trace(linear_etdump, broken_record)
     assert str(error.value).startswith(str(broken_record)) and "without --etrecord" in str(error.value)
 
 

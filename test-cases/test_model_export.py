@@ -266,7 +266,7 @@ def test_int8_smaller_than_fp32(export: Callable[..., Exported], model: str) -> 
 @pytest.mark.filterwarnings("ignore:Output Buffer not found", "ignore:Unsupported kwarg")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_etrecord_links_runner_etdump_to_graph(
-    export: Callable[..., Exported], prebuilt_runner: Path, tmp_path: Path, dtype: str
+    export: Callable[..., Exported], prebuilt_runner: Path, tmp_path: Path, dtype: str, repo_root: Path
 ) -> None:
     from executorch.devtools import Inspector
 
@@ -284,6 +284,17 @@ def test_etrecord_links_runner_etdump_to_graph(
     # The operator types of the delegate call come from the ETRecord's graph, not the ETDump.
     delegate_calls = [e for e in events if e.name == "DELEGATE_CALL"]
     assert delegate_calls and "aten.convolution.default" in delegate_calls[0].op_types
+    # trace_breakdown.py reads the same two files without the Inspector and finds the same graph
+    # nodes (the Inspector appends "_" to each name for TensorBoard) and the same operators.
+    spec = importlib.util.spec_from_file_location("trace_breakdown_export", repo_root / "scripts/trace_breakdown.py")
+    breakdown = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = breakdown
+    spec.loader.exec_module(breakdown)
+    trace = breakdown.load_trace(etdump, exported.etrecord)
+    lowered = ";".join(name.removesuffix("_") for name in delegate_calls[0].stack_traces)
+    assert {e.node for e in trace.runs[0] if e.kind == "op"} == {lowered}
+    assert {e.name for e in trace.runs[0] if e.kind == "op"} == xnnpack_names - {"DELEGATE_CALL"}
+    assert {e.backend for e in trace.runs[0] if e.kind in ("op", "delegate_call")} == {"XNNPACK"}
 
 
 # ----------------------------------------------------------------------------- user models
