@@ -8,9 +8,12 @@ for kernel-log runners, kernels.log) and runs the analysis stages beside it as s
   trace_breakdown.py  trace.etdump -> per-run operator sums, medians with CIs, operator identity
                       (owns the operator category rules and how two experiments' ops are paired)
   timing_stats.py     timing.json -> E2E medians, CIs between processes, speedups of compare pairs
+  kernel_log.py       kernels.log -> kernels.csv, registered kernels per ISA family, kernel diff of a pair
+  isa_evidence.py     emulated runs: the instructions each run reached (isa_evidence.json)
 
-then adds what needs the whole run: the kernel view (kernels.log), which operators ran on the
-KleidiAI SME/SME2 packed path, label checks, comparison.csv, charts, trace.json and the report.
+then adds what needs the whole run (which operators ran on the KleidiAI SME/SME2 packed path,
+label checks, comparison.csv, trace.json, analysis_summary.json) and, from those files, runs the
+output stages plot_analysis.py (charts/*.png) and write_report.py (report.md).
 
 Example:
     python scripts/analyze_results.py --run-dir out/my_run
@@ -20,14 +23,14 @@ Files written (run-directory mode; `--etdump` mode writes the same set into one 
 
   <experiment>/ops.csv, runs.csv, op_instances.csv, op_stats.csv, categories.csv, breakdown.json,
       trace_events.json          written by trace_breakdown.py (columns: scripts/README.md)
-  <experiment>/kernels.csv     only when <experiment>/kernels.log exists
-      kind, name, datatype, operation, tile, isa, isa_family, is_kleidiai, registrations
+  <experiment>/kernels.csv     written by kernel_log.py, only when <experiment>/kernels.log exists
   e2e_stats.json               written by timing_stats.py (E2E medians, CIs, speedups)
   comparison.csv               one row per compare pair and level (e2e, category, op_type)
       pair, level, name, baseline_ms, candidate_ms, speedup, speedup_ci_low, speedup_ci_high,
       baseline_share_pct, candidate_share_pct, share_change_pp
-  report.md, charts/*.png, trace.json (Chrome trace-event format, opens in ui.perfetto.dev),
-  analysis_summary.json (the headline numbers for machines; `--json` also prints it)
+  trace.json (Chrome trace-event format, opens in ui.perfetto.dev), analysis_summary.json (the
+  headline numbers for machines; `--json` also prints it), then charts/*.png (plot_analysis.py)
+  and report.md (write_report.py)
 
 Column meanings: operator and category times are the MEDIAN over traced runs of each run's
 summed exclusive time (mean and p90 beside it); shares are of the median Method::execute;
@@ -72,31 +75,18 @@ SCHEMA_VERSION = 1
 SCRIPTS = Path(__file__).resolve().parent
 TRACE_BREAKDOWN = SCRIPTS / "trace_breakdown.py"
 TIMING_STATS = SCRIPTS / "timing_stats.py"
+KERNEL_LOG = SCRIPTS / "kernel_log.py"
+PLOT_ANALYSIS = SCRIPTS / "plot_analysis.py"
+WRITE_REPORT = SCRIPTS / "write_report.py"
+ISA_EVIDENCE = SCRIPTS / "isa_evidence.py"
 # Trace and timing medians differ by the tracer's overhead; a gap this large means a unit error.
 UNIT_MISMATCH_FACTOR = 3.0
 
 UNATTRIBUTED = "UNATTRIBUTED"
 CATEGORIES = ["CONV", "GEMM", "DATA_MOVEMENT", "ELEMENTWISE", "OTHER"]
-CATEGORY_COLORS = {
-    "CONV": "#1f77b4", "GEMM": "#d62728", "DATA_MOVEMENT": "#ff7f0e",
-    "ELEMENTWISE": "#2ca02c", "OTHER": "#9467bd", UNATTRIBUTED: "#b0b0b0",
-}
 # export_model.py names its exports <model>_<backend>_<dtype>.pte (and writes <stem>.json beside it).
 EXPORT_NAME = re.compile(r"_(?P<backend>xnnpack|portable)_(?P<dtype>fp32|fp16|bf16|int8|int4|[a-z0-9]+)$")
 
-KERNEL_LINE = re.compile(r"Using (?P<kind>[A-Za-z0-9_ ]+?) microkernel '(?P<name>[A-Za-z0-9_]+)'")
-XNN_DATATYPE_TOKEN = re.compile(r"^p?(bf|f|qs|qu|qd|qdu|qp|qc|qb|qa|x|s|u)\d+(w|acc)?$")
-KERNEL_QUALIFIERS = {"minmax", "fp32", "rndnu", "rndnu16", "relu", "linear"}
-# Tokens before the ISA in a kernel name (`__asm_aarch64_neonfma_ld128`: hand-written assembly for aarch64).
-ARCH_PREFIXES = {"asm", "aarch64", "aarch32", "arm", "arm64", "x86", "x64", "amd64"}
-TILE_TOKEN = re.compile(r"^\d+(vl)?x\d+(vl)?(x\d+)?[a-z0-9]*$|^\d+p\d*c?$|^\d+vlx\d+vl$")
-KAI_OPERATIONS = ["matmul_clamp", "imatmul_clamp", "lhs_imatmul_pack", "rhs_imatmul_pack_kxn", "lhs_quant_pack",
-                  "lhs_pack", "rhs_pack_kxn", "rhs_pack_nxk"]
-ISA_FAMILY_RULES: list[tuple[str, str]] = [
-    (r"sme2", "sme2"), (r"sme", "sme"), (r"sve", "sve"), (r"^neon|^asimd|dotprod|i8mm", "neon"),
-    (r"^avx512", "avx512"), (r"^avxvnni|^avx2|^fma3|^avx256", "avx2"), (r"^avx|^f16c", "avx"),
-    (r"^sse|^ssse3", "sse"), (r"^wasm", "wasm"), (r"^rvv", "rvv"), (r"^hvx", "hvx"), (r"^scalar", "scalar"),
-]
 
 
 
@@ -170,7 +160,7 @@ class Experiment:
     trace_e2e: Optional[dict[str, Any]] = None
     op_stats: Optional[pd.DataFrame] = None
     categories: Optional[pd.DataFrame] = None
-    kernels: Optional[pd.DataFrame] = None
+    kernels: Optional[dict[str, Any]] = None  # kernel_log.py facts: count, isa_families, kleidiai, warnings
     facts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -316,14 +306,24 @@ def check_units(exp: Experiment) -> None:
                                 "ETDump time unit and that both files come from the same model and runner")
 
 
-def read_kernels(exp: Experiment) -> None:
-    kernel_log = exp.folder / "kernels.log"
-    if kernel_log.exists():
-        exp.kernels = parse_kernel_log(kernel_log.read_text(errors="replace"))
-        if exp.kernels.empty:
-            exp.warnings.append("kernels.log has no `Using ... microkernel` lines: was the runner built with "
-                                "the kernel log (a *_kernels variant)?")
-        write_csv(exp.kernels, exp.folder / "kernels.csv")
+def run_kernel_stage(experiments: list[Experiment], pairs: list[tuple[Experiment, Experiment]], work: Path) -> None:
+    """kernel_log.py: kernels.log -> kernels.csv per experiment, kernel facts (families, pair diffs) in work/."""
+    logged = [e for e in experiments if (e.folder / "kernels.log").exists()]
+    if not logged:
+        return
+    command = [str(KERNEL_LOG), "--out", str(work / "kernel_facts.json"), "--quiet"]
+    for exp in logged:
+        command += ["--experiment", exp.name, str(exp.folder)]
+    names = {e.name for e in logged}
+    for base, cand in pairs:
+        if base.name in names and cand.name in names:
+            command += ["--pair", base.name, cand.name]
+    done = run_stage(command, "kernel_log.py")
+    if done.returncode != 0:
+        raise AnalysisError("kernel_log.py: " + stage_errors(done)[0])
+    facts = read_json(work / "kernel_facts.json", "kernel_log.py output")["experiments"]
+    for exp in logged:
+        exp.kernels = facts.get(exp.name)
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
@@ -357,10 +357,6 @@ class Comparison:
     @property
     def pair(self) -> str:
         return f"{self.baseline.name}->{self.candidate.name}"
-
-    @property
-    def file_stem(self) -> str:
-        return safe_name(f"{self.baseline.name}_vs_{self.candidate.name}")
 
 
 COMPARISON_COLUMNS = ["pair", "level", "name", "baseline_ms", "candidate_ms", "speedup", "speedup_ci_low",
@@ -418,7 +414,7 @@ def sme_checks(base: Experiment, cand: Experiment, cpu: dict[str, Any]) -> list[
     for exp in (base, cand):
         label = exp.meta.get("sme2_label")
         if exp.kernels is not None and labels == {"on", "off"}:
-            families = set(exp.kernels["isa_family"])
+            families = set(exp.kernels["isa_families"])
             if label == "on" and exp.meta.get("sme2_effective") and "sme2" not in families:
                 warnings_out.append(f"{exp.name} (SME2 ON) registered no SME2 microkernel: the comparison is not "
                                     "what its labels say")
@@ -471,199 +467,7 @@ def chrome_trace(experiments: list[Experiment]) -> dict[str, Any]:
             "otherData": {"producer": "analyze_results.py", "time_unit": "microseconds"}}
 
 
-# ----------------------------------------------------------------------------- kernel log
-
-
-def isa_family_of(isa: str) -> str:
-    for pattern, family in ISA_FAMILY_RULES:
-        if re.search(pattern, isa):
-            return family
-    return "unknown" if not isa else "other"
-
-
-def normalize_isa(token: str) -> str:
-    """`neonsme2` -> `sme2`, `neonsme` -> `sme`; other ISA tokens stay as XNNPACK spells them."""
-    return {"neonsme2": "sme2", "neonsme": "sme"}.get(token, token)
-
-
-def split_xnnpack_kernel(name: str) -> dict[str, Any]:
-    """`xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128` -> datatype f32, gemm, 6x8, neonfma."""
-    head, _, tail = name[len("xnn_"):].partition("__")
-    match = re.match(r"(?P<pre>.*?)_ukernel(?:_(?P<tile>[^_]+))?$", head)
-    pre, tile = (match.group("pre"), match.group("tile") or "") if match else (head, "")
-    tokens = pre.split("_")
-    n_types = 0
-    while n_types < len(tokens) and XNN_DATATYPE_TOKEN.match(tokens[n_types]):
-        n_types += 1
-    datatype = "_".join(tokens[:n_types])
-    operation = "_".join(t for t in tokens[n_types:] if t not in KERNEL_QUALIFIERS)
-    isa_tokens = [t for t in tail.split("_") if t]
-    if not tile and isa_tokens and TILE_TOKEN.match(isa_tokens[0]):
-        tile = isa_tokens.pop(0)
-    while isa_tokens and isa_tokens[0] in ARCH_PREFIXES:
-        isa_tokens.pop(0)
-    # The ISA may follow a variant (`__16x16_reuse_dec_zip_neon`): take the first token that names one.
-    isa = next((normalize_isa(t) for t in isa_tokens if isa_family_of(normalize_isa(t)) != "other"),
-               normalize_isa(isa_tokens[0]) if isa_tokens else "")
-    if not tile:
-        unroll = [t for t in isa_tokens[1:] if re.fullmatch(r"u\d+", t)]
-        tile = unroll[-1] if unroll else ""
-    kleidiai = datatype.split("_")[0] in {"pf32", "pf16", "pqs8", "qp8"} or operation == "pack_lh"
-    return {"datatype": datatype, "operation": operation, "tile": tile, "isa": isa, "is_kleidiai": kleidiai}
-
-
-def split_kleidiai_kernel(name: str) -> dict[str, Any]:
-    """`kai_run_matmul_clamp_f32_qai8dxp1x4_qsi8cxp4x4_1x4_neon_dotprod` -> f32_qai8dxp1x4_qsi8cxp4x4, ..."""
-    body = re.sub(r"^kai_(run_)?", "", name)
-    operation = next((op for op in KAI_OPERATIONS if body.startswith(op + "_")), body.split("_")[0])
-    tokens = body[len(operation) + 1:].split("_")
-    isa_at = next((i for i, t in enumerate(tokens) if t in {"sme2", "sme", "neon", "sve", "sve2"}), len(tokens))
-    before, after = tokens[:isa_at], tokens[isa_at:]
-    tile = next((t for t in before if re.fullmatch(r"\d+(vl)?x\d+(vl)?(x\d+)?", t)), "")
-    datatype = "_".join(t for t in before if t != tile)
-    isa = ""
-    if after:
-        isa = after[0]
-        if isa == "neon" and len(after) > 1 and after[1] in {"dotprod", "i8mm", "fp16", "bf16"}:
-            isa = {"dotprod": "neondot", "i8mm": "neoni8mm"}.get(after[1], "neon" + after[1])
-    return {"datatype": datatype, "operation": operation, "tile": tile, "isa": isa, "is_kleidiai": True}
-
-
-def split_kernel_name(name: str) -> dict[str, Any]:
-    """Split an XNNPACK or KleidiAI microkernel name into datatype, operation, tile, ISA."""
-    if name.startswith("kai_"):
-        parts = split_kleidiai_kernel(name)
-    elif name.startswith("xnn_"):
-        parts = split_xnnpack_kernel(name)
-    else:
-        parts = {"datatype": "", "operation": "", "tile": "", "isa": "", "is_kleidiai": False}
-    parts["isa_family"] = isa_family_of(parts["isa"])
-    return parts
-
-
-def parse_kernel_log(text: str) -> pd.DataFrame:
-    """`Using <kind> microkernel '<name>'` lines (stdout `Note (XNNPACK):` or logcat) -> one row per kernel.
-
-    These lines say which kernels XNNPACK registered for this CPU and configuration, not how often
-    each ran: `registrations` counts log lines, not calls.
-    """
-    counts: dict[tuple[str, str], int] = {}
-    for line in text.splitlines():
-        match = KERNEL_LINE.search(line)
-        if match:
-            key = (match.group("kind").strip(), match.group("name"))
-            counts[key] = counts.get(key, 0) + 1
-    rows = [{"kind": kind, "name": name, **split_kernel_name(name), "registrations": n}
-            for (kind, name), n in counts.items()]
-    columns = ["kind", "name", "datatype", "operation", "tile", "isa", "isa_family", "is_kleidiai", "registrations"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-# ----------------------------------------------------------------------------- charts
-
-
-def make_charts(experiments: list[Experiment], comparisons: list[Comparison], charts_dir: Path,
-                top_n: int) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    timed = [e for e in experiments if e.e2e]
-    if timed:
-        fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(timed) + 2), 4))
-        medians = [e.e2e["median_ms"] for e in timed]
-        low = [e.e2e["median_ms"] - (e.e2e["ci95_low_ms"] if e.e2e["ci95_low_ms"] is not None else e.e2e["median_ms"])
-               for e in timed]
-        high = [(e.e2e["ci95_high_ms"] if e.e2e["ci95_high_ms"] is not None else e.e2e["median_ms"]) - e.e2e["median_ms"]
-                for e in timed]
-        ax.bar([e.name for e in timed], medians, yerr=[low, high], capsize=6, color="#4c72b0")
-        for i, value in enumerate(medians):
-            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", xytext=(0, 3),
-                        textcoords="offset points")
-        ax.set_ylabel("median latency per inference (ms)")
-        ax.set_title("End-to-end latency, timing mode\n(error bars: 95 % CI of the median between processes)",
-                     fontsize=10)
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-        fig.tight_layout()
-        written.append(save_figure(fig, charts_dir / "e2e_latency.png"))
-    traced = [e for e in experiments if e.categories is not None]
-    if traced:
-        # Absolute time shows the speedup; shares show the composition, which a large speedup hides.
-        fig, (ms_ax, share_ax) = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(traced) + 4), 4.5))
-        names = [e.name for e in traced]
-        ms_bottoms, share_bottoms = np.zeros(len(traced)), np.zeros(len(traced))
-        for category in CATEGORIES + [UNATTRIBUTED]:
-            rows = [e.categories.set_index("category").loc[category] for e in traced]
-            values = np.array([float(row["ms_per_inference"]) for row in rows])
-            shares = np.array([float(row["share_pct"]) for row in rows])
-            color = CATEGORY_COLORS[category]
-            ms_ax.bar(names, values, bottom=ms_bottoms, label=category, color=color)
-            share_ax.bar(names, shares, bottom=share_bottoms, color=color)
-            ms_bottoms += values
-            share_bottoms += shares
-        ms_ax.set_ylabel("ms per inference (median over traced runs)")
-        ms_ax.set_title("Time per category")
-        share_ax.set_ylabel("share of the median traced inference (%)")
-        share_ax.set_ylim(0, max(100, float(share_bottoms.max()) * 1.02))
-        share_ax.set_title("Share per category")
-        share_ax.legend(*ms_ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-        for ax in (ms_ax, share_ax):
-            plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-        fig.suptitle("Where the time goes, by operator category")
-        fig.tight_layout()
-        written.append(save_figure(fig, charts_dir / "categories_stacked.png"))
-    for exp in traced:
-        top = exp.op_stats[exp.op_stats["category"] != UNATTRIBUTED].head(top_n).iloc[::-1]
-        if top.empty:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(top) + 1.5))
-        labels = [f"{t} [portable]" if b == "portable" else t for t, b in zip(top["op_type"], top["backend"])]
-        ax.barh(labels, top["ms_per_inference"], color=[CATEGORY_COLORS[c] for c in top["category"]])
-        ax.set_xlabel("ms per inference (median over traced runs, exclusive time)")
-        ax.set_title(f"Top {len(top)} operator types: {exp.name}")
-        ax.tick_params(axis="y", labelsize=8)
-        shown = list(dict.fromkeys(top["category"].iloc[::-1]))
-        ax.legend(handles=[Patch(color=CATEGORY_COLORS[c], label=c) for c in shown], fontsize=8, loc="lower right")
-        fig.tight_layout()
-        written.append(save_figure(fig, charts_dir / f"top_ops_{safe_name(exp.name)}.png"))
-    for comparison in comparisons:
-        cats = comparison.rows[comparison.rows["level"] == "category"]
-        cats = cats[(cats["baseline_ms"] > 0) | (cats["candidate_ms"] > 0)]
-        if cats.empty:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        x = np.arange(len(cats))
-        ax.bar(x - 0.2, cats["baseline_ms"], 0.4, label=comparison.baseline.name, color="#8c8c8c")
-        ax.bar(x + 0.2, cats["candidate_ms"], 0.4, label=comparison.candidate.name, color="#4c72b0")
-        ax.set_xticks(x, cats["name"], rotation=20, ha="right")
-        ax.set_ylabel("ms per inference (median over traced runs)")
-        positive = pd.concat([cats["baseline_ms"], cats["candidate_ms"]])
-        positive = positive[positive > 0]
-        if positive.max() / positive.min() > 20:  # a linear axis would flatten the faster side to nothing
-            ax.set_yscale("log")
-            ax.set_ylabel("ms per inference (median over traced runs; log scale)")
-        ax.set_title(f"Per category: {comparison.baseline.name} vs {comparison.candidate.name}")
-        ax.legend()
-        fig.tight_layout()
-        written.append(save_figure(fig, charts_dir / f"compare_{comparison.file_stem}.png"))
-    return written
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- terminal summary
 
 
 def is_missing(value: Any) -> bool:
@@ -673,11 +477,6 @@ def is_missing(value: Any) -> bool:
 def fmt_ms(value: Optional[float]) -> str:
     """E2E times from the runner's clock: 4 significant digits."""
     return "n/a" if is_missing(value) else f"{value:.4g}"
-
-
-def fmt_trace_ms(value: Optional[float]) -> str:
-    """Operator times: XNNPACK reports whole microseconds, so no digit below 0.001 ms is shown."""
-    return "n/a" if is_missing(value) else f"{value:.3f}"
 
 
 def fmt_ci(low: Optional[float], high: Optional[float], fmt: Any = fmt_ms) -> str:
@@ -693,361 +492,18 @@ def fmt_speedup(value: Optional[float]) -> str:
     return "" if is_missing(value) else f"{fmt_ratio(value)}x"
 
 
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def exp_cell(exp: Experiment) -> str:
-    """An experiment as every report table names it: folder, model file, backend, dtype, hidden features."""
-    f = exp.facts
-    return f"{exp.name} (`{f.get('model', '?')}`, {f.get('backend', '?')} {f.get('dtype', '?')}, hidden: " \
-           f"{f.get('hidden', 'none')})"
-
-
-def sme2_fact(cpu: dict[str, Any]) -> str:
-    """What the run says about SME2 on its CPU; nothing is claimed without host/device facts."""
-    if not cpu:
-        return "unknown: no host or device facts (single ETDump)"
-    return "yes" if cpu.get("sme2") else "no: SME2 not available on this CPU"
-
-
-def setup_section(manifest: dict[str, Any], cpu: dict[str, Any]) -> list[str]:
-    host = manifest.get("host") or {}
-    device = manifest.get("device")
-    sme2_text = sme2_fact(cpu)
-    rows = [["chip", cpu.get("chip") or cpu.get("soc") or cpu.get("model") or "unknown"],
-            ["OS", f"{host.get('os', '?')} {host.get('os_version', '')}".strip()],
-            ["cores", cpu.get("cores", "?")], ["SME2 detected", sme2_text],
-            ["SME detected", ("yes" if cpu.get("sme") else "no") if cpu else "unknown"],
-            ["emulated", "yes: timings not meaningful" if is_emulated(manifest) else "no"]]
-    if device:
-        rows.insert(0, ["device", f"{device.get('model', '?')} ({device.get('abi', '?')}, Android "
-                                  f"{device.get('android_version', '?')})"])
-    versions = manifest.get("versions") or {}
-    rows += [[f"{name} version", value] for name, value in versions.items()]
-    lines = ["## Setup", "", md_table(["fact", "value"], rows), ""]
-    runners = manifest.get("runners") or {}
-    if runners:
-        runner_rows = [[name, r.get("flavor", "?"), r.get("platform", "?"), yes_no(r.get("sme2_kernels")),
-                        yes_no(r.get("sme_kernels")), yes_no(r.get("kernel_log")),
-                        ", ".join(f"{k}={v}" for k, v in sorted((r.get("cmake_flags") or {}).items())
-                                  if k.startswith(("XNNPACK", "EXECUTORCH", "CMAKE_BUILD")))]
-                       for name, r in runners.items()]
-        lines += ["Runners:", "", md_table(["runner", "flavor", "platform", "SME2 kernels", "SME kernels",
-                                            "kernel log", "key CMake flags"], runner_rows), ""]
-    return lines
-
-
-def yes_no(value: Any) -> str:
-    return "yes" if value else "no"
-
-
-
-def experiments_section(experiments: list[Experiment]) -> list[str]:
-    rows = [[e.name, f"`{e.facts.get('model')}`", e.facts.get("backend"), e.facts.get("dtype"),
-             e.facts.get("hidden"), e.meta.get("runner", ""), e.meta.get("threads", "?"), e.status]
-            for e in experiments]
-    return ["## Experiments", "",
-            md_table(["experiment", "model file", "backend", "dtype", "hidden CPU features", "runner", "threads",
-                      "status"], rows), ""]
-
-
-def e2e_section(experiments: list[Experiment]) -> list[str]:
-    rows, notes = [], []
-    for exp in experiments:
-        if not exp.e2e:
-            rows.append([exp_cell(exp), exp.meta.get("threads", "?"), exp.status] + [""] * 8)
-            continue
-        s = exp.e2e
-        rows.append([exp_cell(exp), exp.meta.get("threads", "?"), exp.status, f"{s['n']} / {s['rounds']}",
-                     fmt_ms(s["median_ms"]), fmt_ci(s["ci95_low_ms"], s["ci95_high_ms"]), s.get("ci_method") or "",
-                     " ".join(fmt_ms(m) for m in s["round_medians_ms"]),
-                     {True: "yes", False: "**no**", None: "n/a"}[s.get("rounds_agree")], fmt_ms(s["mean_ms"]),
-                     f"{fmt_ms(s['p90_ms'])} / {fmt_ms(s['max_ms'])}"])
-        if s.get("rounds_agree") is False:
-            notes.append(f"- **{exp.name}: {s['rounds_note']}.**")
-    sources = {exp.e2e_source for exp in experiments if exp.e2e}
-    how = {"timing": "Timing-mode runs (no tracer attached); every round is a separate process.",
-           "trace": "Traced runs (Method::execute; tracer overhead included: no timing.json was available)."}
-    return ["## End-to-end latency", "",
-            " ".join(how[source] for source in sorted(sources)) + " Times in ms per inference; the CI of the "
-            "median resamples rounds, then runs within rounds.", "",
-            md_table(["experiment", "threads", "status", "runs / rounds", "median", "95 % CI of median",
-                      "CI over", "round medians", "rounds agree", "mean", "p90 / max"], rows), ""] + notes + \
-        ([""] if notes else []) + ["![E2E latency](charts/e2e_latency.png)", ""]
-
-
-def speedup_section(comparisons: list[Comparison], emulated: bool) -> list[str]:
-    if not comparisons:
-        return []
-    lines = ["## Speedup", ""]
-    if emulated:
-        lines += ["**emulated: timings not meaningful.** These runs used an emulated CPU; the numbers below show "
-                  "that the flow works, not how fast real hardware is.", ""]
-    rows = []
-    for c in comparisons:
-        s = c.speedup
-        rows.append([exp_cell(c.baseline), exp_cell(c.candidate), fmt_ms(c.baseline.e2e["median_ms"]),
-                     fmt_ms(c.candidate.e2e["median_ms"]),
-                     fmt_speedup(s["speedup"]) + (" (emulated: timings not meaningful)" if emulated else ""),
-                     fmt_ci(s["ci95_low"], s["ci95_high"], fmt_ratio), s["rounds"]])
-    lines += [md_table(["baseline", "candidate", "baseline median ms", "candidate median ms", "speedup",
-                        "95 % CI", "rounds"], rows), ""]
-    for c in comparisons:
-        lines += [f"### {c.baseline.name} -> {c.candidate.name}", "", c.narrative, "",
-                  f"Baseline {exp_cell(c.baseline)}; candidate {exp_cell(c.candidate)}. Category times are medians "
-                  "of per-run sums over traced runs; speedup is the ratio of those medians (the same statistic as "
-                  "E2E), CI from resampling each side's traced runs.", ""]
-        cats = c.rows[c.rows["level"] == "category"]
-        if not cats.empty:
-            lines += [md_table(["category", "baseline ms", "candidate ms", "speedup", "95 % CI", "baseline share",
-                                "candidate share", "change"],
-                               [[r["name"], fmt_trace_ms(r["baseline_ms"]), fmt_trace_ms(r["candidate_ms"]),
-                                 fmt_speedup(r["speedup"]),
-                                 fmt_ci(r["speedup_ci_low"], r["speedup_ci_high"], fmt_ratio),
-                                 f"{r['baseline_share_pct']:.1f} %", f"{r['candidate_share_pct']:.1f} %",
-                                 f"{r['share_change_pp']:+.1f} pp"] for _, r in cats.iterrows()]), "",
-                      f"![categories](charts/compare_{c.file_stem}.png)", ""]
-    return lines
-
-
-def category_section(experiments: list[Experiment]) -> list[str]:
-    traced = [e for e in experiments if e.categories is not None]
-    if not traced:
-        return []
-    lines = ["## Where the time goes", "",
-             "Exclusive operator time, summed per traced run; the table shows the median over runs, the 95 % CI "
-             "of the share, mean and p90. Shares are of the median `Method::execute`; UNATTRIBUTED is traced "
-             "time no operator accounts for (framework dispatch, delegate overhead). Medians do not add up "
-             "exactly, so the shares sum to about 100 %.", ""]
-    for exp in traced:
-        rows = [[r["category"], fmt_trace_ms(r["ms_per_inference"]), f"{r['share_pct']:.1f} %",
-                 fmt_ci(r["share_ci95_low_pct"], r["share_ci95_high_pct"], lambda v: f"{v:.1f} %"),
-                 fmt_trace_ms(r["mean_ms"]), fmt_trace_ms(r["p90_ms"])] for _, r in exp.categories.iterrows()]
-        rows.append(["Method::execute", fmt_trace_ms(exp.traced_median_ms), "100 %", "", "", ""])
-        b = exp.breakdown
-        set_aside = b["traced_runs"] - b["kept_runs"]
-        lines += [f"### {exp_cell(exp)}", "",
-                  f"{b['largest_sentence'][0].upper() + b['largest_sentence'][1:]}. Traced runs: {b['traced_runs']}, "
-                  + (f"{set_aside} set aside as outliers ({b['outlier_rule']}; runs "
-                     f"{', '.join(str(o['run']) for o in b['outlier_runs'])}, flagged in runs.csv, kept in ops.csv)."
-                     if set_aside else "none set aside."), "",
-                  md_table(["category", "median ms", "share", "95 % CI of share", "mean ms", "p90 ms"], rows), ""]
-    return lines + ["![categories](charts/categories_stacked.png)", ""]
-
-
-def top_ops_section(experiments: list[Experiment], top_n: int) -> list[str]:
-    lines = []
-    for exp in experiments:
-        if exp.op_stats is None:
-            continue
-        top = exp.op_stats[exp.op_stats["category"] != UNATTRIBUTED].head(top_n)
-        rows = [[r["op_type"], r["category"], r["backend"], r["kernel_path"], r["instances_per_run"],
-                 fmt_trace_ms(r["ms_per_inference"]), fmt_ci(r["ci95_low_ms"], r["ci95_high_ms"], fmt_trace_ms),
-                 fmt_trace_ms(r["mean_ms"]), fmt_trace_ms(r["p90_ms"]), f"{r['share_of_e2e_pct']:.1f} %",
-                 "delegation opportunity" if r["delegation_opportunity"] else ""] for _, r in top.iterrows()]
-        lines += [f"### Top {len(top)} operator types: {exp_cell(exp)}", "",
-                  md_table(["op type", "category", "backend", "kernel path", "per run", "median ms", "95 % CI",
-                            "mean ms", "p90 ms", "share", "note"], rows), "",
-                  f"![top ops](charts/top_ops_{safe_name(exp.name)}.png)", ""]
-    return (["## Top operators", "", "Per operator instance (delegate call and position): "
-             "`<experiment>/op_instances.csv`.", ""] + lines) if lines else []
-
-
-def sme_section(experiments: list[Experiment], cpu: dict[str, Any]) -> list[str]:
-    traced = [e for e in experiments if e.op_stats is not None]
-    if not traced:
-        return []
-    rows = []
-    for exp in traced:
-        per_cat = exp.categories[exp.categories["sme_path_ms"] > 0]
-        detail = ", ".join(f"{r['category']} {r['sme_path_pct']:.0f} %" for _, r in per_cat.iterrows()) or "none"
-        sme_ops = exp.op_stats[exp.op_stats["sme_path"]]["op_type"].tolist()
-        rows.append([exp_cell(exp), exp.meta.get("sme2_label") or "", fmt_trace_ms(exp.sme_path_ms),
-                     f"{100.0 * exp.sme_path_ms / exp.traced_median_ms:.1f} %", detail, ", ".join(sme_ops) or "none"])
-    note = "" if cpu.get("sme2") else f" SME2 on this CPU: {sme2_fact(cpu)}."
-    return ["## SME path (from operator names)", "",
-            "Operators whose XNNPACK name carries a KleidiAI packed tag (PF32, PF16, PQS8; QP8 on a CPU with SME or SME2) "
-            f"ran on the KleidiAI SME/SME2 kernels.{note}", "",
-            md_table(["experiment", "SME2 label", "SME path ms / inference", "share of E2E",
-                      "share of each category on the SME path", "op types on the SME path"], rows), ""]
-
-
 def run_isa_evidence(run_dir: Path) -> list[str]:
     """Emulated runs: scripts/isa_evidence.py (the owner of instruction classes) writes isa_evidence.json.
     Returns warnings: why the instruction-level evidence is missing, if it is."""
     if not any(run_dir.glob("*/qemu_in_asm.log")):
         return []
-    script = Path(__file__).resolve().parent / "isa_evidence.py"
+    script = ISA_EVIDENCE
     if not script.is_file():
         return [f"{script} not found: no instruction-level evidence for the emulated runs; get scripts/isa_evidence.py"]
     result = subprocess.run([sys.executable, str(script), "--run-dir", str(run_dir), "--quiet"],
                             capture_output=True, text=True)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     return [f"isa_evidence.py: {line}" for line in errors] if result.returncode else []
-
-
-def isa_evidence_section(run_dir: Path) -> list[str]:
-    """Per experiment: SME2 instructions reached yes/no and the kernels; per compare pair the kernel diff."""
-    try:
-        evidence = json.loads((run_dir / "isa_evidence.json").read_text())
-        experiments, pairs = dict(evidence["experiments"]), list(evidence.get("compare", []))
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    rows = []
-    for name, entry in experiments.items():
-        if not isinstance(entry, dict) or entry.get("status") != "ok":
-            rows.append([name, str((entry or {}).get("status")), "", "", "", ""])
-            continue
-        counts = entry["instructions"]
-        named = [f"`{k['symbol']}` ({k['isa_class']})" for k in entry["kernels"] if not k["symbol"].startswith("(")]
-        unnamed = sorted({k["isa_class"] for k in entry["kernels"] if k["symbol"].startswith("(")})
-        if unnamed:
-            named.append(f"XNNPACK code without exported names ({', '.join(unnamed)})")
-        rows.append([name, f"{'yes' if entry['sme2_reached'] else 'no'} ({counts['SME2']})",
-                     f"{'yes' if entry['sme_reached'] else 'no'} ({counts['SME']})", str(counts["SVE"]),
-                     str(counts["NEON"]), "<br>".join(named) or "none"])
-    lines = ["## SME path (from the instructions reached, emulated)", "",
-             f"**{evidence.get('note', 'emulated: timings not meaningful')}.** QEMU logged the code each trace run "
-             "translated; scripts/isa_evidence.py decoded every instruction and counted the distinct instructions "
-             "reached per ISA class (files: `isa_evidence.csv`, `isa_kernels.csv` in each experiment folder).", "",
-             md_table(["experiment", "SME2 instructions reached", "SME instructions reached", "SVE", "NEON",
-                       "kernels reached (ISA class)"], rows), ""]
-    for pair in pairs:
-        only_base = ", ".join(f"`{k}`" for k in pair["only_in_baseline"]) or "none"
-        only_cand = ", ".join(f"`{k}`" for k in pair["only_in_candidate"]) or "none"
-        lines += [f"Kernels {pair['baseline']} -> {pair['candidate']}: only in {pair['candidate']}: {only_cand}; "
-                  f"only in {pair['baseline']}: {only_base}.", ""]
-    return lines
-
-
-def kernels_section(experiments: list[Experiment]) -> list[str]:
-    with_kernels = [e for e in experiments if e.kernels is not None]
-    if not with_kernels:
-        return ["## Kernels", "", "No kernels.log in this run: build a `*_kernels` runner variant to see which "
-                "XNNPACK microkernels were registered. The SME path section above works without it.", ""]
-    lines = ["## Kernels (registrations)", "",
-             "XNNPACK prints one `Using <kind> microkernel '<name>'` line when it registers a kernel for this CPU "
-             "and configuration. These lines say which kernels were **registered, not how often each ran**.", ""]
-    for exp in with_kernels:
-        by_family = exp.kernels.groupby("isa_family").size().to_dict()
-        lines += [f"### {exp_cell(exp)}: {len(exp.kernels)} kernels ("
-                  + ", ".join(f"{fam} {n}" for fam, n in sorted(by_family.items())) + ")", "",
-                  md_table(["kind", "kernel", "datatype", "operation", "tile", "ISA", "KleidiAI"],
-                           [[r["kind"], f"`{r['name']}`", r["datatype"], r["operation"], r["tile"], r["isa"],
-                             yes_no(r["is_kleidiai"])] for _, r in exp.kernels.iterrows()]), ""]
-    return lines
-
-
-
-
-def kernel_diff_section(comparisons: list[Comparison]) -> list[str]:
-    """Per compare pair with kernel logs on both sides: the registered kernels only one side has."""
-    lines = []
-    for comp in comparisons:
-        base, cand = comp.baseline.kernels, comp.candidate.kernels
-        if base is None or cand is None:
-            continue
-        base_set, cand_set = set(zip(base["kind"], base["name"])), set(zip(cand["kind"], cand["name"]))
-        rows = [[kind, "<br>".join(f"`{n}`" for k, n in sorted(base_set - cand_set) if k == kind) or "-",
-                 "<br>".join(f"`{n}`" for k, n in sorted(cand_set - base_set) if k == kind) or "-"]
-                for kind in sorted({k for k, _ in base_set ^ cand_set})]
-        lines += [f"### Kernel diff {comp.baseline.name} -> {comp.candidate.name}", "",
-                  f"{len(base_set & cand_set)} kernels registered by both; "
-                  + (f"{len(rows)} kinds differ:" if rows else "no kind differs."), ""]
-        if rows:
-            lines += [md_table(["kind", f"only {comp.baseline.name}", f"only {comp.candidate.name}"], rows), ""]
-    return lines
-
-
-def portable_section(experiments: list[Experiment], top_n: int) -> list[str]:
-    rows = []
-    for exp in experiments:
-        if exp.op_stats is None:
-            continue
-        ranked = exp.op_stats[exp.op_stats["category"] != UNATTRIBUTED].reset_index(drop=True)
-        for rank, r in ranked.iterrows():
-            if r["backend"] == "portable":
-                rows.append([exp_cell(exp), r["op_type"], r["category"], r["instances_per_run"],
-                             fmt_trace_ms(r["ms_per_inference"]), f"{r['share_of_e2e_pct']:.1f} %", rank + 1,
-                             "yes: in the hot list" if rank < top_n else "no"])
-    if not rows:
-        return ["## Portable operators", "", "Every operator ran inside a delegate: nothing left on portable kernels.", ""]
-    return ["## Portable operators (delegation opportunities)", "",
-            "These operators ran on ExecuTorch's portable kernels, outside XNNPACK. One in the hot list is worth "
-            "delegating (a supported op variant, a different export, or a partitioner option).", "",
-            md_table(["experiment", "op", "category", "per run", "median ms", "share", "rank", "hot"], rows), ""]
-
-
-def method_section(rules: Optional[dict[str, Any]], stats: dict[str, Any]) -> list[str]:
-    bootstrap = stats.get("bootstrap") or {}
-    lines = [
-        "## How each number was measured", "",
-        "- **E2E latency**: the runner's monotonic clock around `Method::execute()`, in timing mode (no tracer). "
-        "Median of all runs. CI: 95 % percentile bootstrap that resamples rounds (each one a separate process), "
-        "then runs within each drawn round, as pyperf treats processes "
-        f"({bootstrap.get('samples', '?')} resamples, fixed seed {bootstrap.get('seed', '?')}: re-running gives "
-        "the same numbers). Fewer than 5 rounds give only a within-process CI, and the report says so. Rounds "
-        "agree when each round's own CI of the median overlaps every other's.",
-        "- **Speedup**: median(baseline) / median(candidate), > 1 means the candidate is faster. CI: paired "
-        "bootstrap over the interleaved rounds (the same round indices for both sides, because round k of both "
-        "ran back to back), then runs within each drawn round; a pair whose rounds ran in different sessions "
-        "(after a --resume) is bootstrapped side by side instead, and its warnings say so. Speedup is empty "
-        "where one side has no such operator.",
-        "- **Operator breakdown** (`trace_breakdown.py`): trace-mode runs, read straight from the ETDump (and the ETRecord's graph nodes when there is one). "
-        "Each operator's exclusive time is its own event (XNNPACK per-operator events inside `DELEGATE_CALL`, "
-        "`native_call_*` events of portable kernels inside `OPERATOR_CALL`); nesting events are never added. "
-        "Times are summed per run (per instance, op type and category); the table value is the median over "
-        "runs, with a bootstrap CI, mean and p90. Runs whose `Method::execute` is an outlier are flagged in "
-        "runs.csv and set aside from the medians; ops.csv keeps every event. An operator instance is its "
-        "delegate call and its position in the run.",
-        "- **XNNPACK timer resolution**: XNNPACK reports each operator in whole microseconds, so operator times "
-        "are shown to 0.001 ms; operators under 1 us show as 0 and the truncated time lands in UNATTRIBUTED.",
-        "- **Traced vs timed**: the tracer adds overhead, so traced E2E is a little above the timing E2E; the "
-        "analysis warns when they differ by more than a factor of 3 (a unit or file mix-up).",
-        "- **Kernel log**: `Using <kind> microkernel '<name>'` lines are registrations, not call counts.", ""]
-    if rules:
-        lines += ["Category rules (ordered, first match wins; `portable` rules see the kernel name without "
-                  "`native_call_` and the overload; owned by `trace_breakdown.py --rules`):", "",
-                  md_table(["source", "pattern", "category", "sub-label"],
-                           [[r["source"], f"`{r['pattern']}`", r["category"], r["subcategory"]]
-                            for r in rules.get("category_rules", [])]), "",
-                  "Kernel path from the datatype tags in XNNPACK operator names (`Convolution (NHWC, PF32) IGEMM` -> "
-                  "kleidiai_sme). Observed with the arm64 ExecuTorch 1.5.1 runtime on an emulated SME CPU (QEMU "
-                  "`-cpu max`): PF32 (fp32 conv/GEMM), PF16 (fp16), PQS8 (static int8 conv/GEMM) and QP8 (dynamic "
-                  "int8 GEMM, also without SME); with SME off the same ops show F32, F16, QC8 and QS8/QC8W. QDU8 "
-                  "was observed on x86_64:", "",
-                  md_table(["tags", "kernel_path", "meaning"],
-                           [[r["tags"], r["kernel_path"], r["meaning"]] for r in rules.get("kernel_path_tags", [])]),
-                  "", f"Pairing across a comparison: {rules.get('pairing', '')}.", ""]
-    return lines
-
-
-def write_report(path: Path, manifest: dict[str, Any], experiments: list[Experiment],
-                 comparisons: list[Comparison], all_warnings: list[str], top_n: int, title_source: str,
-                 rules: Optional[dict[str, Any]], stats: dict[str, Any]) -> None:
-    cpu = cpu_facts(manifest)
-    lines = ["# ExecuTorch profiling report", "",
-             f"Source: `{title_source}`. Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
-             "analyze_results.py.", ""]
-    if all_warnings:
-        lines += ["## Warnings", ""] + [f"> **WARNING:** {w}" + "\n>" for w in all_warnings] + [""]
-    failed = [e for e in experiments if e.status != "ok"]
-    if failed:
-        lines += ["Experiments that did not run:", ""] + [f"- {e.name}: {e.status}: {e.error or 'no error recorded'}"
-                                                          for e in failed] + [""]
-    lines += setup_section(manifest, cpu)
-    lines += experiments_section(experiments)
-    ok = [e for e in experiments if e.status == "ok"]
-    lines += e2e_section(ok)
-    lines += speedup_section(comparisons, is_emulated(manifest))
-    lines += category_section(ok) + top_ops_section(ok, top_n) + sme_section(ok, cpu)
-    lines += isa_evidence_section(path.parent)
-    lines += kernels_section(ok) + kernel_diff_section(comparisons) + portable_section(ok, top_n)
-    lines += method_section(rules, stats)
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- summary
@@ -1100,9 +556,7 @@ def summary_dict(source: str, manifest: dict[str, Any], experiments: list[Experi
             entry["traced_runs"] = exp.breakdown["traced_runs"]
             entry["outlier_runs"] = [o["run"] for o in exp.breakdown["outlier_runs"]]
         if exp.kernels is not None:
-            entry["kernels"] = {"count": len(exp.kernels),
-                                "isa_families": exp.kernels.groupby("isa_family").size().to_dict(),
-                                "kleidiai": int(exp.kernels["is_kleidiai"].sum())}
+            entry["kernels"] = {key: exp.kernels[key] for key in ("count", "isa_families", "kleidiai")}
         exps[exp.name] = entry
     comps = []
     for c in comparisons:
@@ -1309,8 +763,8 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], list[Exper
 
 
 def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: list[Experiment], out_dir: Path,
-            console: Console) -> tuple[list[Comparison], Optional[dict[str, Any]], dict[str, Any]]:
-    """Run the stages, then read what they wrote: (comparisons, rule tables, timing statistics)."""
+            work: Path, console: Console) -> tuple[list[Comparison], dict[str, Any]]:
+    """Run the stages, then read what they wrote: (comparisons, timing statistics)."""
     cpu = cpu_facts(manifest)
     pairs = []
     for base_name, cand_name in pairs_to_compare(experiments, manifest, args.baseline, args.candidate):
@@ -1318,22 +772,41 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
         if base is not None and cand is not None and base.status == "ok" and cand.status == "ok":
             pairs.append((base, cand))
     etrecords = {e.name: etrecord_for(e, args.etrecord) for e in experiments}
-    with tempfile.TemporaryDirectory(prefix="analysis_") as tmp:
-        work = Path(tmp)
-        if not args.etdump:  # a bad single ETDump must give exactly one line
-            console.print("Reading ETDumps (trace_breakdown.py)...")
-        compare_csvs = run_trace_stage([e for e in experiments if e.status == "ok"], pairs, cpu, etrecords, work)
-        rules = json.loads((work / "rules.json").read_text()) if (work / "rules.json").is_file() else None
-        stats = run_timing_stage([e for e in experiments if e.status == "ok"], pairs,
-                                 not_interleaved_pairs(manifest), out_dir / "e2e_stats.json")
-        for exp in experiments:
-            if exp.status == "ok":
-                check_units(exp)
-                read_kernels(exp)
-                exp.warnings += packed_path_warnings(exp, cpu)
-            exp.facts = model_facts(exp)
-        comparisons = build_comparisons(pairs, stats, compare_csvs, cpu)
-    return comparisons, rules, stats
+    if not args.etdump:  # a bad single ETDump must give exactly one line
+        console.print("Reading ETDumps (trace_breakdown.py)...")
+    ok = [e for e in experiments if e.status == "ok"]
+    compare_csvs = run_trace_stage(ok, pairs, cpu, etrecords, work)
+    stats = run_timing_stage(ok, pairs, not_interleaved_pairs(manifest), out_dir / "e2e_stats.json")
+    run_kernel_stage(ok, pairs, work)
+    for exp in experiments:
+        if exp.status == "ok":
+            check_units(exp)
+            exp.warnings += (exp.kernels or {}).get("warnings") or []
+            exp.warnings += packed_path_warnings(exp, cpu)
+        exp.facts = model_facts(exp)
+    return build_comparisons(pairs, stats, compare_csvs, cpu), stats
+
+
+def run_output_stage(command: list[str], what: str) -> None:
+    """A stage that only writes outputs (charts, report): its error line stops the analysis."""
+    done = run_stage(command, what)
+    if done.returncode != 0:
+        raise AnalysisError(f"{what}: {stage_errors(done)[0]}")
+
+
+def write_outputs(args: argparse.Namespace, out_dir: Path, work: Path, stats: dict[str, Any]) -> None:
+    """charts/*.png (plot_analysis.py) and report.md (write_report.py), from the files written so far."""
+    summary = out_dir / "analysis_summary.json"
+    run_output_stage([str(PLOT_ANALYSIS), "--summary", str(summary), "--top", str(args.top), "--quiet"],
+                     "plot_analysis.py")
+    command = [str(WRITE_REPORT), "--summary", str(summary), "--top", str(args.top)]
+    inputs = {"--manifest": None if args.etdump else out_dir / "manifest.json", "--rules": work / "rules.json",
+              "--e2e-stats": out_dir / "e2e_stats.json" if stats.get("bootstrap") else None,
+              "--kernel-facts": work / "kernel_facts.json"}
+    for flag, path in inputs.items():
+        if path is not None and path.is_file():
+            command += [flag, str(path)]
+    run_output_stage(command, "write_report.py")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -1354,9 +827,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def run_analysis(args: argparse.Namespace, console: Console) -> int:
     """Read, run the stages, write; bad input ends in one error line (exit 1)."""
+    with tempfile.TemporaryDirectory(prefix="analysis_") as tmp:
+        return analyze_and_write(args, console, Path(tmp))
+
+
+def analyze_and_write(args: argparse.Namespace, console: Console, work: Path) -> int:
     try:
         manifest, experiments, out_dir, source = prepare_inputs(args)
-        comparisons, rules, stats = analyze(args, manifest, experiments, out_dir, console)
+        comparisons, stats = analyze(args, manifest, experiments, out_dir, work, console)
     except AnalysisError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
         return 1
@@ -1385,12 +863,14 @@ def run_analysis(args: argparse.Namespace, console: Console) -> int:
         all_warnings += run_isa_evidence(out_dir)
     if comparisons:
         write_csv(pd.concat([c.rows for c in comparisons], ignore_index=True), out_dir / "comparison.csv")
-    make_charts([e for e in experiments if e.status == "ok"], comparisons, out_dir / "charts", args.top)
     write_text_atomic(out_dir / "trace.json", json.dumps(chrome_trace(experiments)))
-    write_report(out_dir / "report.md", manifest, experiments, comparisons, all_warnings + errors, args.top, source,
-                 rules, stats)
     summary = summary_dict(source, manifest, experiments, comparisons, all_warnings, errors, args.top)
     write_text_atomic(out_dir / "analysis_summary.json", json.dumps(summary, indent=2) + "\n")
+    try:
+        write_outputs(args, out_dir, work, stats)
+    except AnalysisError as error:
+        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+        return 1
 
     print_summary(console, experiments, comparisons, all_warnings, is_emulated(manifest), out_dir)
     for error in errors:

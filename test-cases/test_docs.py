@@ -275,7 +275,7 @@ def documented_columns(text: str) -> dict[str, list[str]]:
 
 
 # The script whose --help lists a CSV's columns: the one that writes it.
-CSV_OWNERS = {"kernels.csv": "analyze_results.py", "comparison.csv": "analyze_results.py"}
+CSV_OWNERS = {"kernels.csv": "kernel_log.py", "comparison.csv": "analyze_results.py"}
 
 
 def help_columns(csv_name: str) -> list[str]:

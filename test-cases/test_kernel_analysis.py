@@ -1,4 +1,6 @@
-"""The kernel view of analyze_results.py: XNNPACK microkernel log lines -> kernels.csv and the ON/OFF check.
+"""The kernel view: kernel_log.py (XNNPACK microkernel log lines -> kernels.csv, kernel facts) and the
+ON/OFF check and report sections analyze_results.py builds on it (its output stages plot_analysis.py and
+write_report.py are run alone here too, on the same real run).
 
 Kernel names are real: from the executorch 1.5.1 macOS arm64 wheel's XNNPACK library
 (test-cases/data/xnnpack-kernel-names_executorch-1.5.1_macos-arm64.txt) and XNNPACK's x86 and NEON
@@ -10,9 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
+import pandas as pd
 import pytest
 
 from test_results_validation import analyze, build_run_dir, load_analyzer
@@ -50,8 +54,19 @@ EXPECTED_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def analyzer(repo_root: Path) -> ModuleType:
-    return load_analyzer(repo_root)
+def kernel_log(repo_root: Path) -> ModuleType:
+    """kernel_log.py: the owner of the kernel-name rules."""
+    return load_analyzer(repo_root, "kernel_log")
+
+
+def parse(kernel_log: ModuleType, text: str) -> pd.DataFrame:
+    """kernel_log.py's rows of a log as a table (the columns of kernels.csv)."""
+    return pd.DataFrame(kernel_log.parse_kernel_log(text), columns=kernel_log.COLUMNS)
+
+
+def run_stage(venv_python: str, repo_root: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([venv_python, str(repo_root / "scripts" / script), *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +83,7 @@ def logcat_line(kind: str, name: str) -> str:
     return f"11-23 20:30:00.123  4321  4321 I XNNPACK : Using {kind} microkernel '{name}'."
 
 
-def test_kernel_extraction(analyzer: ModuleType, real_kernel_names: list[str]) -> None:
+def test_kernel_extraction(kernel_log: ModuleType, real_kernel_names: list[str]) -> None:
     # Most names come from the wheel's list; the NEON transpose/fma and AVX ones are XNNPACK's own kernels.
     from_elsewhere = {n for n in EXPECTED_FIELDS if n not in real_kernel_names}
     assert from_elsewhere == {"xnn_f32_gemm_minmax_ukernel_6x8__neonfma_lane_ld128",
@@ -79,7 +94,7 @@ def test_kernel_extraction(analyzer: ModuleType, real_kernel_names: list[str]) -
     for i, name in enumerate(EXPECTED_FIELDS):
         kind = "gemm" if "gemm" in name or "matmul" in name else "other"
         lines.append(stdout_line(kind, name) if i % 2 else logcat_line(kind, name))
-    table = analyzer.parse_kernel_log("\n".join(lines))
+    table = parse(kernel_log, "\n".join(lines))
     assert list(table.columns) == ["kind", "name", "datatype", "operation", "tile", "isa", "isa_family",
                                    "is_kleidiai", "registrations"]
     assert len(table) == len(EXPECTED_FIELDS)
@@ -89,12 +104,12 @@ def test_kernel_extraction(analyzer: ModuleType, real_kernel_names: list[str]) -
         assert got == expected, row["name"]
 
 
-def test_every_shipped_kernel_name_parses(analyzer: ModuleType, real_kernel_names: list[str]) -> None:
+def test_every_shipped_kernel_name_parses(kernel_log: ModuleType, real_kernel_names: list[str]) -> None:
     """Every real kernel of the macOS arm64 wheel gets an operation and, where the name has one, an ISA."""
     assert len(real_kernel_names) > 100
     families = set()
     for name in real_kernel_names:
-        fields = analyzer.split_kernel_name(name)
+        fields = kernel_log.split_kernel_name(name)
         assert fields["operation"], name
         if name.startswith("xnn_"):
             assert fields["isa"], name
@@ -108,15 +123,15 @@ def test_every_shipped_kernel_name_parses(analyzer: ModuleType, real_kernel_name
     assert {"sme2", "sme", "neon", "scalar"} <= families
 
 
-def test_registrations_are_counted_not_calls(analyzer: ModuleType) -> None:
+def test_registrations_are_counted_not_calls(kernel_log: ModuleType) -> None:
     name = "xnn_pf32_gemm_minmax_ukernel_32x32__neonsme2"
     text = "\n".join([stdout_line("gemm", name)] * 3 + ["Note (XNNPACK): unrelated line", "garbage 'quoted'"])
-    table = analyzer.parse_kernel_log(text)
+    table = parse(kernel_log, text)
     assert table["registrations"].tolist() == [3]
-    assert analyzer.parse_kernel_log("no kernel lines here\n").empty
+    assert parse(kernel_log, "no kernel lines here\n").empty
 
 
-def kernel_log(names: list[str]) -> str:
+def log_text(names: list[str]) -> str:
     return "\n".join(stdout_line("gemm", n) for n in names) + "\n"
 
 
@@ -136,7 +151,7 @@ def on_off_run(tmp_path_factory, prebuilt_runner: Path, toy_pte: Path, repo_root
                                       "emulated": False}},
                             labels, [("bad_off", "bad_on"), ("good_off", "good_on")])
     for name, kernels in (("bad_off", NEON + SME2), ("bad_on", NEON), ("good_off", NEON), ("good_on", NEON + SME2)):
-        (run_dir / f"{name}_t1" / "kernels.log").write_text(kernel_log(kernels))
+        (run_dir / f"{name}_t1" / "kernels.log").write_text(log_text(kernels))
     # The recorded pair reuses the good pair's timings and ETDumps (the kernel section reads only the logs).
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for name, cpu in (("rec_off", "nosme"), ("rec_on", "sme2")):
@@ -195,8 +210,8 @@ def recorded_log(repo_root: Path, dtype: str, cpu: str) -> str:
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
-def test_recorded_logs_gemm_kernels_follow_the_cpu(dtype: str, analyzer: ModuleType, repo_root: Path) -> None:
-    tables = {cpu: analyzer.parse_kernel_log(recorded_log(repo_root, dtype, cpu)) for cpu in FAMILY_OF_CPU}
+def test_recorded_logs_gemm_kernels_follow_the_cpu(dtype: str, kernel_log: ModuleType, repo_root: Path) -> None:
+    tables = {cpu: parse(kernel_log, recorded_log(repo_root, dtype, cpu)) for cpu in FAMILY_OF_CPU}
     others = {}
     for cpu, table in tables.items():
         gemm = table[table["kind"].isin(GEMM_KINDS)]
@@ -207,15 +222,15 @@ def test_recorded_logs_gemm_kernels_follow_the_cpu(dtype: str, analyzer: ModuleT
         others[cpu] = set(table.loc[~table["kind"].isin(GEMM_KINDS), "name"])
     # Only the matrix kernels change with SME: everything else XNNPACK registers is the same NEON code.
     assert others["sme2"] == others["sme_shim"] == others["nosme"]
-    assert all(analyzer.split_kernel_name(name)["isa_family"] in {"neon", "scalar"} for name in others["nosme"])
+    assert all(kernel_log.split_kernel_name(name)["isa_family"] in {"neon", "scalar"} for name in others["nosme"])
 
 
-def test_recorded_log_counts_registrations(analyzer: ModuleType, repo_root: Path) -> None:
-    table = analyzer.parse_kernel_log(recorded_log(repo_root, "fp32", "nosme")).set_index("name")
+def test_recorded_log_counts_registrations(kernel_log: ModuleType, repo_root: Path) -> None:
+    table = parse(kernel_log, recorded_log(repo_root, "fp32", "nosme")).set_index("name")
     # Without SME XNNPACK registers the NEON f32 GEMMs twice (two configs share them), once with SME2.
     assert table.loc["xnn_f32_gemm_minmax_ukernel_4x8__asm_aarch64_neonfma_ld128_2", "registrations"] == 2
     assert table.loc["xnn_f32_igemm_minmax_ukernel_6x8__asm_aarch64_neonfma_ld128", "tile"] == "6x8"
-    sme2 = analyzer.parse_kernel_log(recorded_log(repo_root, "fp32", "sme2")).set_index("name")
+    sme2 = parse(kernel_log, recorded_log(repo_root, "fp32", "sme2")).set_index("name")
     assert sme2.loc["xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2", "registrations"] == 1
 
 
@@ -240,3 +255,95 @@ def kind_names(text: str) -> set[tuple[str, str]]:
     """(kind, kernel) pairs in a log, read independently of the analyzer (a plain regex over the lines)."""
     import re
     return set(re.findall(r"Using ([a-z_ ]+) microkernel '([A-Za-z0-9_]+)'", text))
+
+
+# --- the stages as real processes -------------------------------------------------------------------------
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit 2, no traceback, one `error:` line that names the problem and its fix."""
+    text = done.stdout + done.stderr
+    assert done.returncode == 2 and TRACEBACK not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and all(needle in errors[0] for needle in needles), text
+
+
+def test_kernel_log_stage_on_recorded_logs(tmp_path: Path, venv_python: str, repo_root: Path) -> None:
+    """kernel_log.py on the recorded real logs: kernels.csv per folder, facts and the pair's kernel diff."""
+    folders = {name: tmp_path / name for name in ("off", "on", "nolog")}
+    for name, folder in folders.items():
+        folder.mkdir()
+    (folders["off"] / "kernels.log").write_text(recorded_log(repo_root, "fp32", "nosme"))
+    (folders["on"] / "kernels.log").write_text(recorded_log(repo_root, "fp32", "sme2"))
+    facts_path = tmp_path / "facts.json"
+    args = [arg for name, folder in folders.items() for arg in ("--experiment", name, str(folder))]
+    done = run_stage(venv_python, repo_root, "kernel_log.py", *args, "--pair", "off", "on", "--out", str(facts_path))
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(facts_path.read_text())
+    assert set(facts["experiments"]) == {"off", "on"} and not (folders["nolog"] / "kernels.csv").exists()
+    off, on = kind_names(recorded_log(repo_root, "fp32", "nosme")), kind_names(recorded_log(repo_root, "fp32", "sme2"))
+    for name, expected in (("off", off), ("on", on)):
+        rows = read_rows(folders[name] / "kernels.csv")
+        assert {(r["kind"], r["name"]) for r in rows} == expected
+        assert facts["experiments"][name]["count"] == len(expected)
+    assert facts["experiments"]["on"]["isa_families"]["sme2"] == 3
+    assert "sme2" not in facts["experiments"]["off"]["isa_families"]
+    (pair,) = facts["pairs"]
+    assert pair["both"] == len(off & on) and [k["kind"] for k in pair["kinds"]] == ["gemm", "igemm"]
+    igemm = pair["kinds"][1]
+    assert igemm["only_candidate"] == sorted(n for k, n in on - off if k == "igemm")
+    assert "xnn_pf32_igemm_minmax_ukernel_32x32__neonsme2" in igemm["only_candidate"]
+
+
+def test_kernel_log_stage_bad_folder(tmp_path: Path, venv_python: str, repo_root: Path) -> None:
+    done = run_stage(venv_python, repo_root, "kernel_log.py", "--experiment", "gone", str(tmp_path / "gone"),
+                     "--out", str(tmp_path / "facts.json"))
+    assert_one_error_line(done, "no such experiment folder", "pass a folder of a run directory")
+    assert not (tmp_path / "facts.json").exists()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_output_stages_alone_redraw_the_analysis(on_off_run: Path, on_off_summary: dict, tmp_path: Path,
+                                                 venv_python: str, repo_root: Path) -> None:
+    """plot_analysis.py and write_report.py, run alone on the analysed run, give its charts and report.md."""
+    summary = on_off_run / "analysis_summary.json"
+    charts = {path.name: path.read_bytes() for path in (on_off_run / "charts").glob("*.png")}
+    assert len(charts) == 1 + 1 + 6 + 3  # E2E, categories, top ops per experiment, one per compare pair
+    shutil.rmtree(on_off_run / "charts")
+    done = run_stage(venv_python, repo_root, "plot_analysis.py", "--summary", str(summary))
+    assert done.returncode == 0, done.stderr
+    assert {path.name: path.read_bytes() for path in (on_off_run / "charts").glob("*.png")} == charts
+
+    rules = tmp_path / "rules.json"
+    rules.write_text(run_stage(venv_python, repo_root, "trace_breakdown.py", "--rules").stdout)
+    names = [name for name in on_off_summary["experiments"]]
+    kernel_args = [arg for name in names for arg in ("--experiment", name, str(on_off_run / name))]
+    for pair in on_off_summary["comparisons"]:
+        kernel_args += ["--pair", pair["baseline"], pair["candidate"]]
+    done = run_stage(venv_python, repo_root, "kernel_log.py", *kernel_args, "--out", str(tmp_path / "facts.json"))
+    assert done.returncode == 0, done.stderr
+    done = run_stage(venv_python, repo_root, "write_report.py", "--summary", str(summary), "--manifest",
+                     str(on_off_run / "manifest.json"), "--rules", str(rules), "--e2e-stats",
+                     str(on_off_run / "e2e_stats.json"), "--kernel-facts", str(tmp_path / "facts.json"),
+                     "--out", str(tmp_path / "report.md"))
+    assert done.returncode == 0, done.stderr
+
+    def body(path: Path) -> list[str]:  # all but the line with the generation time
+        return [line for line in path.read_text().splitlines() if not line.startswith("Source: ")]
+    assert body(tmp_path / "report.md") == body(on_off_run / "report.md")
+
+
+def test_output_stages_bad_summary(tmp_path: Path, venv_python: str, repo_root: Path) -> None:
+    broken = tmp_path / "analysis_summary.json"
+    broken.write_text('{"experiments": ')
+    done = run_stage(venv_python, repo_root, "write_report.py", "--summary", str(broken))
+    assert_one_error_line(done, "analysis_summary.json", "re-run analyze_results.py")
+    done = run_stage(venv_python, repo_root, "plot_analysis.py", "--summary", str(tmp_path / "missing.json"))
+    assert_one_error_line(done, "no such analysis summary", "run analyze_results.py first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis_summary.json"]
