@@ -318,9 +318,7 @@ def run_kernel_stage(experiments: list[Experiment], pairs: list[tuple[Experiment
     for base, cand in pairs:
         if base.name in names and cand.name in names:
             command += ["--pair", base.name, cand.name]
-    done = run_stage(command, "kernel_log.py")
-    if done.returncode != 0:
-        raise AnalysisError("kernel_log.py: " + stage_errors(done)[0])
+    run_output_stage(command, "kernel_log.py")
     facts = read_json(work / "kernel_facts.json", "kernel_log.py output")["experiments"]
     for exp in logged:
         exp.kernels = facts.get(exp.name)
@@ -788,10 +786,11 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
 
 
 def run_output_stage(command: list[str], what: str) -> None:
-    """A stage that only writes outputs (charts, report): its error line stops the analysis."""
+    """A stage whose files the analysis needs (kernels, charts, report): its error line stops the analysis."""
     done = run_stage(command, what)
     if done.returncode != 0:
-        raise AnalysisError(f"{what}: {stage_errors(done)[0]}")
+        problem, _, fix = stage_errors(done)[0].partition("; ")
+        raise AnalysisError(f"{what}: {problem}; {fix or 'run that stage alone to see its whole output'}")
 
 
 def write_outputs(args: argparse.Namespace, out_dir: Path, work: Path, stats: dict[str, Any]) -> None:

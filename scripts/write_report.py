@@ -129,8 +129,12 @@ def load_experiment(name: str, entry: dict[str, Any], meta: dict[str, Any], anal
     return exp
 
 
-def load_run(summary: dict[str, Any], manifest: dict[str, Any], analysis_dir: Path
+def load_run(summary: dict[str, Any], manifest: dict[str, Any], summary_path: Path
              ) -> tuple[list[Experiment], list[Comparison]]:
+    analysis_dir = summary_path.parent
+    if summary.get("schema_version") != SCHEMA_VERSION:
+        raise ReportError(f"{summary_path}: schema_version {summary.get('schema_version')!r} "
+                          f"is not {SCHEMA_VERSION}; write the report with the kit version that wrote the analysis")
     metas = manifest_entries(manifest)
     try:
         experiments = [load_experiment(name, entry, metas.get(name, {}), analysis_dir)
@@ -141,7 +145,7 @@ def load_run(summary: dict[str, Any], manifest: dict[str, Any], analysis_dir: Pa
                                   rows[rows["pair"] == c["pair"]].reset_index(drop=True), c["narrative"])
                        for c in summary["comparisons"]]
     except (KeyError, TypeError, AttributeError) as error:
-        raise ReportError(f"{analysis_dir / 'analysis_summary.json'}: not the analysis summary this script reads "
+        raise ReportError(f"{summary_path}: not the analysis summary this script reads "
                           f"(no {error}); re-run analyze_results.py") from None
     return experiments, comparisons
 
@@ -568,7 +572,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rules = read_json(args.rules, "category rules") if args.rules else None
         stats = read_json(args.e2e_stats, "timing statistics") if args.e2e_stats else {}
         kernel_facts = read_json(args.kernel_facts, "kernel facts") if args.kernel_facts else {}
-        experiments, comparisons = load_run(summary, manifest, analysis_dir)
+        experiments, comparisons = load_run(summary, manifest, args.summary)
         lines = report_lines(summary, manifest, experiments, comparisons, analysis_dir, args.top, rules, stats,
                              kernel_facts)
         write_text_atomic(args.out or analysis_dir / "report.md", "\n".join(lines) + "\n")
