@@ -100,7 +100,10 @@ class AnalysisError(Exception):
 
 def run_stage(command: list[str], what: str) -> subprocess.CompletedProcess:
     """Run an analysis stage script; its own error lines are passed on, a crash becomes one line."""
-    done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+    return stage_done(subprocess.run([sys.executable, *command], capture_output=True, text=True), what)
+
+
+def stage_done(done: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
     if done.returncode != 0 and "error:" not in done.stderr:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise AnalysisError(f"{what} failed (exit {done.returncode}): {tail}; run that stage alone to see its "
@@ -787,17 +790,31 @@ def analyze(args: argparse.Namespace, manifest: dict[str, Any], experiments: lis
 
 def run_output_stage(command: list[str], what: str) -> None:
     """A stage whose files the analysis needs (kernels, charts, report): its error line stops the analysis."""
-    done = run_stage(command, what)
+    check_output_stage(run_stage(command, what), what)
+
+
+def check_output_stage(done: subprocess.CompletedProcess, what: str) -> None:
     if done.returncode != 0:
         problem, _, fix = stage_errors(done)[0].partition("; ")
         raise AnalysisError(f"{what}: {problem}; {fix or 'run that stage alone to see its whole output'}")
 
 
 def write_outputs(args: argparse.Namespace, out_dir: Path, work: Path, stats: dict[str, Any]) -> None:
-    """charts/*.png (plot_analysis.py) and report.md (write_report.py), from the files written so far."""
+    """charts/*.png (plot_analysis.py) and report.md (write_report.py), from the files written so far; the two
+    read the same files and write different ones, so they run side by side."""
     summary = out_dir / "analysis_summary.json"
-    run_output_stage([str(PLOT_ANALYSIS), "--summary", str(summary), "--top", str(args.top), "--quiet"],
-                     "plot_analysis.py")
+    plot = subprocess.Popen([sys.executable, str(PLOT_ANALYSIS), "--summary", str(summary), "--top", str(args.top),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        write_report_stage(args, out_dir, work, stats)
+    finally:
+        stdout, stderr = plot.communicate()
+    check_output_stage(stage_done(subprocess.CompletedProcess(plot.args, plot.returncode, stdout, stderr),
+                                  "plot_analysis.py"), "plot_analysis.py")
+
+
+def write_report_stage(args: argparse.Namespace, out_dir: Path, work: Path, stats: dict[str, Any]) -> None:
+    summary = out_dir / "analysis_summary.json"
     command = [str(WRITE_REPORT), "--summary", str(summary), "--top", str(args.top)]
     inputs = {"--manifest": None if args.etdump else out_dir / "manifest.json", "--rules": work / "rules.json",
               "--e2e-stats": out_dir / "e2e_stats.json" if stats.get("bootstrap") else None,
