@@ -202,18 +202,19 @@ def read_log(folder: Path) -> Optional[list[dict[str, Any]]]:
 
 def analyse(experiments: list[tuple[str, Path]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Write each folder's kernels.csv; return the kernel facts."""
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for name, folder in experiments:
-        rows = read_log(folder)
-        if rows is not None:
-            write_text_atomic(folder / CSV_NAME, csv_text(rows))
-            tables[name] = rows
     known = {name for name, _ in experiments}
     for pair in pairs:
         unknown = [side for side in pair if side not in known]
         if unknown:
             raise KernelLogError(f"--pair names {unknown[0]!r}, which no --experiment gives; "
                                  "pass --experiment NAME FOLDER for both sides of every pair")
+    logs = {name: read_log(folder) for name, folder in experiments}  # every folder checked before any write
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for name, folder in experiments:
+        rows = logs[name]
+        if rows is not None:
+            write_text_atomic(folder / CSV_NAME, csv_text(rows))
+            tables[name] = rows
     return {"schema_version": SCHEMA_VERSION,
             "experiments": {name: experiment_facts(rows) for name, rows in tables.items()},
             "pairs": [kernel_diff(b, c, tables) for b, c in pairs if b in tables and c in tables]}
@@ -264,7 +265,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       f"{error.strerror or error}; free space or fix the permissions, then rerun", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted;[/yellow] rerun the same command (earlier files are kept)")
+        console.print("[bold red]interrupted:[/bold red] nothing half-written is left; rerun the same command",
+                      soft_wrap=True)
         return 130
     if not args.quiet:
         show(facts, console)

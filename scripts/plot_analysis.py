@@ -186,7 +186,8 @@ def make_charts(summary: dict[str, Any], analysis_dir: Path, top_n: int) -> list
     timed = [(name, entry["e2e"]) for name, entry in ok.items() if entry.get("e2e")]
     if timed:
         written.append(e2e_chart(plt, timed, charts_dir))
-    folders = {name: experiment_folder(analysis_dir, entry, name) for name, entry in ok.items() if "categories" in entry}
+    folders = {name: experiment_folder(analysis_dir, entry, name) for name, entry in ok.items()
+               if "categories" in entry}
     if folders:
         written.append(categories_chart(plt, [(n, read_table(f / "categories.csv")) for n, f in folders.items()],
                                         charts_dir))
@@ -231,7 +232,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       f"{error.strerror or error}; free space or fix the permissions, then rerun", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted;[/yellow] rerun the same command (earlier charts are kept)")
+        console.print("[bold red]interrupted:[/bold red] nothing half-written is left; rerun the same command",
+                      soft_wrap=True)
         return 130
     if not args.quiet:
         console.print(f"{len(written)} charts in {args.summary.parent / 'charts'}")

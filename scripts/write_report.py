@@ -584,7 +584,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       f"{error.strerror or error}; free space or fix the permissions, then rerun", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted;[/yellow] rerun the same command (earlier files are kept)")
+        console.print("[bold red]interrupted:[/bold red] nothing half-written is left; rerun the same command",
+                      soft_wrap=True)
         return 130
     return 0
 

@@ -302,6 +302,12 @@ def test_kernel_log_stage_bad_folder(tmp_path: Path, venv_python: str, repo_root
                      "--out", str(tmp_path / "facts.json"))
     assert_one_error_line(done, "no such experiment folder", "pass a folder of a run directory")
     assert not (tmp_path / "facts.json").exists()
+    (tmp_path / "off").mkdir()
+    (tmp_path / "off" / "kernels.log").write_text(recorded_log(repo_root, "fp32", "nosme"))
+    done = run_stage(venv_python, repo_root, "kernel_log.py", "--experiment", "off", str(tmp_path / "off"),
+                     "--pair", "off", "on")
+    assert_one_error_line(done, "--pair names 'on'", "pass --experiment NAME FOLDER for both sides")
+    assert sorted(p.name for p in (tmp_path / "off").iterdir()) == ["kernels.log"]  # nothing written
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
