@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -1118,8 +1119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = Run(config_path=args.config.resolve())
     try:
         return run_pipeline(args, run, console)
-    except ConfigError as error:
-        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+    except ConfigError as error:  # escaped: a path such as "out [old]" is text, not markup
+        console.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     except Interrupted as interrupt:
         close_run(run, "interrupted", console)

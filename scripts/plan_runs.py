@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 import jsonschema
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SCHEMA_VERSION = 1
@@ -403,7 +404,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         plan, config, cells, pairs = make_plan(args)
     except ConfigError as error:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: nothing was planned or written; run the same command again")

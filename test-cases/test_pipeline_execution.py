@@ -414,14 +414,14 @@ def test_plan_stage_is_the_dry_run(tmp_path, venv_python, prebuilt_runner):
     assert [(s["round"], s["experiment"]) for s in full["full_schedule"] if s["mode"] == "timing"][:4] == [
         (0, "a_t1"), (0, "b_t1"), (1, "a_t1"), (1, "b_t1")]  # threads 1 pair, interleaved, then b alone
     assert len(full["full_schedule"]) == (2 + 3) * 2 + 4 + 1
-    bad = write_config(tmp_path / "bad", [{"name": "a", "runner": "r", "model": "m.pte"}], [
-        {"baseline": "a", "candidate": "a"}])
+    bad = write_config(tmp_path / "bad [old]", [{"name": "a", "runner": "r", "model": "m.pte"}], [
+        {"baseline": "a", "candidate": "a"}], comment=1)  # a path with brackets is text, not rich markup
     stage = run(venv_python, REPO / "scripts/plan_runs.py", "--config", bad, "--json")
-    assert stage.returncode == 2 and stage.stdout == "" and stage.stderr.startswith("error: compare pair a_t1")
+    assert stage.returncode == 2 and stage.stdout == "" and stage.stderr.startswith(f"error: {bad}: invalid config")
     for extra in ([], ["--dry-run"]):
         pipeline = run(venv_python, MAC_PIPELINE, "--config", bad, *extra)
         assert pipeline.returncode == 2 and pipeline.stdout == stage.stderr and pipeline.stderr == ""
-        assert not (tmp_path / "bad/run").exists()
+        assert not (tmp_path / "bad [old]/run").exists()
 
 
 # --- the quick test -----------------------------------------------------------------------
