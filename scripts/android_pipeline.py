@@ -2,8 +2,8 @@
 """Run the profiling experiments of a config on an Android phone over adb.
 
 Same config, run directory and manifest as the host pipeline: this script owns everything
-adb, and scripts/mac_pipeline.py (which must sit beside it) owns the plan, the interleaved
-rounds, the run directory and the analysis call. Steps:
+adb, and scripts/mac_pipeline.py (which must sit beside it, with its plan stage plan_runs.py)
+owns the plan, the interleaved rounds, the run directory and the analysis call. Steps:
 
   1. pick the device: --serial, or the one attached (clear error for none or several)
   2. check it and record its facts: ABI (must be arm64-v8a), CPU features from

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run the profiling experiments of a config on this computer and write a run directory.
 
-The host pipeline (macOS on Apple Silicon first; Linux runs the same code). For every
-experiment and thread count it runs the profiling runner in the modes the config asks for:
+The host pipeline (macOS on Apple Silicon first; Linux runs the same code). Its stage
+scripts/plan_runs.py (beside it) checks the config and plans the runs; --dry-run prints that plan.
+For every experiment and thread count it runs the profiling runner in the modes the config asks for:
 
   timing   --warmup/--num_executions/--timing_json, no tracer: the E2E latencies
   trace    one process with --etdump_path, runs x rounds executions: the operator breakdown (ETDump)
@@ -29,7 +30,7 @@ Example:
     python scripts/mac_pipeline.py --config my.json --only sme2_on --resume
     python scripts/mac_pipeline.py --config my.json --analysis-only
 
-Config format: configs/config.schema.json. Run directory and manifest: scripts/README.md.
+Config format: configs/config.schema.json. Plan, run directory and manifest: scripts/README.md.
 """
 
 from __future__ import annotations
@@ -55,25 +56,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import jsonschema
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-RUNNER_BINARY = "profiling_runner"
-MODES = ("timing", "trace", "kernels")
-DEFAULTS = {"mode": ["timing", "trace"], "runs": 5, "warmup": 2, "rounds": 10, "threads": [1], "timeout_s": 600.0}
+PLAN_STAGE = "plan_runs.py"  # beside this script: checks the config and plans the runs (scripts/README.md)
 # Settings that make two runs of one experiment comparable; --resume refuses to mix others.
 RESUME_KEYS = ("runner_path", "model", "modes", "runs", "warmup", "rounds", "env", "extra_args", "cpu_affinity",
                "hide_cpu_features")
 SME2_MISSING_NOTE = "SME2 not available on this CPU"
 SME2_UNKNOWN_NOTE = "SME2 support of this CPU unknown (scripts/validate_setup.py did not report it)"
 ARM_ARCHES = {"arm64", "aarch64"}
-# Platform "emulated": the arm64 runner under qemu-aarch64 (scripts/setup_emulator.sh puts it here).
-DEFAULT_QEMU = Path(__file__).resolve().parent.parent / "build/emulator/bin/qemu-aarch64"
-DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
 QEMU_LOG = "qemu_in_asm.log"
 PROC_MAPS = "proc_maps.txt"
 EMULATED_NOTE = "emulated: timings not meaningful"
@@ -161,15 +157,53 @@ class Step:
     round: Optional[int]
 
 
-# --- config ------------------------------------------------------------------------------
+# --- plan (scripts/plan_runs.py) ---------------------------------------------------------
 
 
-def find_schema(explicit: Optional[Path]) -> Path:
-    schema = explicit or Path(__file__).resolve().parent.parent / "configs" / "config.schema.json"
-    if not schema.is_file():
-        raise ConfigError(f"config schema not found at {schema}; put configs/config.schema.json beside scripts/ "
-                          "or pass --schema")
-    return schema
+def plan_command(args: argparse.Namespace) -> list[str]:
+    """The plan stage with the flags that shape the plan."""
+    command = [sys.executable, str(Path(__file__).resolve().parent / PLAN_STAGE), "--config", str(args.config),
+               "--runners-dir", str(args.runners_dir)]
+    for flag, value in (("--schema", args.schema), ("--output-root", args.output_root)):
+        command += [flag, str(value)] if value else []
+    return command + (["--only", *args.only] if args.only else [])
+
+
+def run_plan_stage(command: list[str], capture_stdout: bool) -> str:
+    """Run the plan stage; its one-line config error becomes this script's (main() prints it once)."""
+    if not Path(command[1]).is_file():
+        raise ConfigError(f"{command[1]} not found; this script plans its runs with it: download "
+                          f"scripts/{PLAN_STAGE} beside mac_pipeline.py")
+    result = subprocess.run(command, stdout=subprocess.PIPE if capture_stdout else None, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    if result.returncode != 0:
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in result.stderr.splitlines() if line.strip()]
+        errors = [line[len("error:"):].strip() for line in lines if line.startswith("error:")]
+        raise ConfigError(errors[-1] if errors else f"{PLAN_STAGE} failed (exit {result.returncode}): "
+                          f"{lines[-1] if lines else 'no output'}; run {shlex.join(command)} to see why")
+    return result.stdout or ""
+
+
+def cells_of(document: dict) -> list[Cell]:
+    """The plan's experiments as cells to run."""
+    return [Cell(name=e["name"], threads=e["threads"], dir=e["dir"], runner_ref=document["runner_refs"][e["dir"]],
+                 runner_dir=Path(e["runner_dir"]), runner_binary=Path(e["runner_path"]), model=Path(e["model"]),
+                 modes=e["modes"], runs=e["runs"], warmup=e["warmup"], rounds=e["rounds"], timeout_s=e["timeout_s"],
+                 env=e["env"], extra_args=e["extra_args"], cpu_affinity=e["cpu_affinity"], emulator=e["emulator"],
+                 hide_cpu_features=e["hide_cpu_features"], selected=e["selected"], runner_json=e["runner_json"],
+                 warnings=document["warnings"][e["dir"]]) for e in document["plan"]["experiments"]]
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, dict, list[Cell], list[dict], list[dict], Path]:
+    """The checked config and its plan from the plan stage: (config path, config, cells, compare pairs,
+    the schedule of every experiment, output root)."""
+    document = json.loads(run_plan_stage(plan_command(args) + ["--full-json"], capture_stdout=True))
+    plan = document["plan"]
+    return (Path(plan["config_path"]), document["config"], cells_of(document), plan["compare"],
+            document["full_schedule"], Path(plan["output_root"]))
+
+
+# --- JSON files --------------------------------------------------------------------------
 
 
 def finite_float(text: str) -> float:
@@ -198,187 +232,16 @@ def read_json(path: Path, what: str, fix: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {error.strerror}; {fix}") from None
 
 
-def strict_validator(schema: dict) -> jsonschema.protocols.Validator:
-    """JSON Schema validation where an integer is written as one: 1e1 or 10.0 is not a run count."""
-    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
-    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)(schema)
-
-
-def load_config(path: Path, schema_path: Path) -> dict:
-    """The config as given, checked against the JSON Schema (first problem only, in one line)."""
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}; write one with scripts/generate_config.py")
-    fix = "fix the file or regenerate it with scripts/generate_config.py"
-    config = read_json(path, "config", fix)
-    validator = strict_validator(read_json(schema_path, "schema", "get configs/config.schema.json again"))
-    problem = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if problem is not None:
-        where = "/".join(str(part) for part in problem.absolute_path) or "(top level)"
-        hint = " (write whole numbers without a point or exponent)" if "'integer'" in problem.message else ""
-        raise ConfigError(f"{path}: invalid config at {where}: {problem.message}{hint}; "
-                          "see configs/config.schema.json")
-    return config
-
-
-def resolve_runner(reference: str, config_dir: Path, runners_dir: Path) -> tuple[Path, Path]:
-    """(runner folder, binary) for a bare runners/<name>, a folder path or a binary path."""
-    is_path = "/" in reference or reference.startswith(".")
-    candidate = (config_dir / reference).resolve() if is_path else (runners_dir / reference).resolve()
-    if candidate.is_file():
-        return candidate.parent, candidate
-    return candidate, candidate / RUNNER_BINARY
-
-
-def emulator_command(config: dict, config_dir: Path) -> list[str]:
-    """The qemu-aarch64 prefix that runs the arm64 runner on platform emulated, else []. One emulated
-    CPU per run: the device facts, and so the SME2 labels, are the run's."""
-    if config.get("platform") != "emulated":
-        return []
-    emulator = config.get("emulator", {})
-    qemu = emulator.get("qemu", str(DEFAULT_QEMU))
-    qemu = str((config_dir / qemu).resolve()) if "/" in qemu else qemu
-    return [qemu, "-L", emulator.get("sysroot", DEFAULT_SYSROOT), "-cpu", emulator.get("cpu", "max")]
-
-
-def plan_cells(config: dict, config_dir: Path, runners_dir: Path) -> list[Cell]:
-    cells = []
-    seen = set()
-    for experiment in config["experiments"]:
-        name = experiment["name"]
-        if name in seen:
-            raise ConfigError(f"experiment name '{name}' is used twice; give every experiment its own name")
-        seen.add(name)
-        runner_dir, binary = resolve_runner(experiment["runner"], config_dir, runners_dir)
-        modes = experiment.get("mode", DEFAULTS["mode"])
-        modes = [modes] if isinstance(modes, str) else list(modes)
-        for threads in experiment.get("threads", DEFAULTS["threads"]):
-            cells.append(Cell(
-                name=name, threads=threads, dir=f"{name}_t{threads}", runner_ref=experiment["runner"],
-                runner_dir=runner_dir, runner_binary=binary,
-                model=(config_dir / experiment.get("model", config.get("model", ""))).resolve(),
-                modes=[m for m in MODES if m in modes],
-                runs=experiment.get("runs", DEFAULTS["runs"]), warmup=experiment.get("warmup", DEFAULTS["warmup"]),
-                rounds=experiment.get("rounds", DEFAULTS["rounds"]),
-                timeout_s=float(experiment.get("timeout_s", DEFAULTS["timeout_s"])),
-                env=dict(experiment.get("env", {})), extra_args=list(experiment.get("extra_args", [])),
-                cpu_affinity=list(experiment.get("cpu_affinity", [])),
-                emulator=emulator_command(config, config_dir),
-                hide_cpu_features=sorted(experiment.get("hide_cpu_features", []))))
-    dirs = [cell.dir for cell in cells]
-    clash = next((d for d in dirs if dirs.count(d) > 1), None)
-    if clash:
-        raise ConfigError(f"two experiments would both write {clash}/; rename one of them")
-    return cells
-
-
-def cells_named(name: str, cells: list[Cell]) -> list[Cell]:
-    """Cells an experiment name (all its thread counts) or a folder name (<name>_t<threads>) refers to."""
-    return [c for c in cells if c.name == name] or [c for c in cells if c.dir == name]
-
-
-def resolve_compare(config: dict, cells: list[Cell]) -> list[dict]:
-    """Folder-level pairs: matching thread counts, or the single count of each side."""
-    pairs = []
-    for entry in config.get("compare", []):
-        sides = {}
-        for role in ("baseline", "candidate"):
-            sides[role] = cells_named(entry[role], cells)
-            if not sides[role]:
-                names = ", ".join(sorted({c.name for c in cells}))
-                raise ConfigError(f"compare {role} '{entry[role]}' names no experiment (experiments: {names}); "
-                                  "fix the compare list")
-        base, cand = sides["baseline"], sides["candidate"]
-        if len(base) == 1 and len(cand) == 1:
-            matched = [(base[0], cand[0])]
-        else:
-            by_threads = {c.threads: c for c in cand}
-            matched = [(b, by_threads[b.threads]) for b in base if b.threads in by_threads]
-        if not matched:
-            raise ConfigError(f"compare {entry['baseline']} -> {entry['candidate']}: no thread count in common; "
-                              "give both experiments the same threads or name folders (<name>_t<threads>)")
-        for b, c in matched:
-            if b.dir == c.dir:
-                raise ConfigError(f"compare pair {b.dir} -> {c.dir} compares an experiment with itself")
-            pairs.append({"baseline": b.dir, "candidate": c.dir, **({"comment": entry["comment"]}
-                                                                      if "comment" in entry else {})})
-    return pairs
-
-
-def model_identity(model: Path) -> Optional[str]:
-    """The network a .pte was exported from, from export_model.py's JSON beside it (None if unknown)."""
-    try:
-        metadata = json.loads(model.with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        return None
-    name = metadata.get("model") if isinstance(metadata, dict) else None
-    return name if isinstance(name, str) and name else None
-
-
-def check_pair_models(pairs: list[dict], cells: list[Cell]) -> None:
-    """A compare pair measures one network two ways (runner, backend, dtype, mask); two networks make a
-    'speedup' that means nothing. Unknown identity (no export JSON) is recorded, not refused."""
-    by_dir = {c.dir: c for c in cells}
-    for pair in pairs:
-        base, cand = by_dir[pair["baseline"]], by_dir[pair["candidate"]]
-        names = (model_identity(base.model), model_identity(cand.model))
-        if None not in names and names[0] != names[1]:
-            raise ConfigError(f"compare {base.name} -> {cand.name} runs two different models ({names[0]} vs "
-                              f"{names[1]}): a speedup between them means nothing; compare two exports of one "
-                              "model, or drop the compare entry")
-        pair["model"] = names[0] if names[0] == names[1] else None
-
-
-def select_cells(cells: list[Cell], only: Optional[list[str]]) -> None:
-    if not only:
-        return
-    chosen = set()
-    for name in only:
-        found = cells_named(name, cells)
-        if not found:
-            names = ", ".join(sorted({c.name for c in cells}))
-            raise ConfigError(f"--only {name}: no such experiment (experiments: {names})")
-        chosen.update(c.dir for c in found)
-    for cell in cells:
-        cell.selected = cell.dir in chosen
-
-
 # --- schedule ----------------------------------------------------------------------------
 
 
-def compare_groups(cells: list[Cell], pairs: list[dict]) -> list[list[Cell]]:
-    """Cells linked by compare pairs form one group, ordered baseline first; others stand alone."""
+def build_schedule(full_schedule: list[dict], cells: list[Cell]) -> list[Step]:
+    """The steps of the plan stage's order still to run: selected cells still pending, modes preflight kept
+    (the stage orders every experiment; the order of any subset is the subset of that order)."""
     by_dir = {c.dir: c for c in cells}
-    group_of: dict[str, list[str]] = {c.dir: [c.dir] for c in cells}
-    for pair in pairs:
-        first, second = group_of[pair["baseline"]], group_of[pair["candidate"]]
-        if first is not second:
-            first.extend(d for d in second if d not in first)
-            for member in first:
-                group_of[member] = first
-    groups, seen = [], set()
-    for pair in pairs:
-        group = group_of[pair["baseline"]]
-        if id(group) not in seen:
-            seen.add(id(group))
-            groups.append([by_dir[d] for d in group])
-    for cell in cells:
-        if len(group_of[cell.dir]) == 1:
-            groups.append([cell])
-    return groups
-
-
-def build_schedule(cells: list[Cell], pairs: list[dict]) -> list[Step]:
-    """Timing rounds alternate within each group (A B A B ...), then one trace and one kernels run each."""
-    steps = []
-    for group in compare_groups(cells, pairs):
-        todo = [c for c in group if c.selected and c.status == "pending"]
-        rounds = max([c.rounds for c in todo if "timing" in c.modes], default=0)
-        for round_index in range(rounds):
-            steps += [Step(c, "timing", round_index) for c in todo if "timing" in c.modes and round_index < c.rounds]
-        for mode in ("trace", "kernels"):
-            steps += [Step(c, mode, None) for c in todo if mode in c.modes]
-    return steps
+    todo = [(by_dir[s["experiment"]], s) for s in full_schedule]
+    return [Step(cell, s["mode"], s["round"]) for cell, s in todo
+            if cell.selected and cell.status == "pending" and s["mode"] in cell.modes]
 
 
 # --- run directory -----------------------------------------------------------------------
@@ -393,19 +256,6 @@ def run_dirs_of(output_root: Path) -> list[Path]:
     candidates = [output_root] + sorted(output_root.parent.glob(output_root.name + "-*"))
     runs = [p for p in candidates if (p / MANIFEST).is_file()]
     return sorted(runs, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
-
-
-def fresh_run_dir(output_root: Path) -> Path:
-    """output_root if unused, else a new timestamped sibling: an earlier run is never written into."""
-    if not output_root.exists() or (output_root.is_dir() and not any(output_root.iterdir())):
-        return output_root
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = output_root.with_name(f"{output_root.name}-{stamp}")
-    suffix = 2
-    while candidate.exists():
-        candidate = output_root.with_name(f"{output_root.name}-{stamp}-{suffix}")
-        suffix += 1
-    return candidate
 
 
 def existing_run_dir(output_root: Path, explicit: Optional[Path], why: str) -> Path:
@@ -672,30 +522,17 @@ def check_features_seen(cell: Cell, runner_timing: dict, cpu_sme2: Optional[bool
 # --- preflight ---------------------------------------------------------------------------
 
 
-def read_runner_json(cell: Cell) -> Optional[dict]:
-    path = cell.runner_dir / "runner.json"
-    if not path.is_file():
-        return None
-    try:
-        runner_json = json.loads(path.read_text())
-    except (OSError, ValueError):
-        runner_json = None
-    if not isinstance(runner_json, dict):
-        cell.warnings.append(f"{path} is not a runner.json object (damaged?): ignored; rebuild the runner with "
-                             "scripts/build_runners.py")
-        return None
-    return runner_json
-
-
 def host_platform() -> str:
     return "mac" if sys.platform == "darwin" else "linux"
 
 
-def emulated_device_facts(config: dict, config_dir: Path) -> Optional[dict]:
-    """The emulated CPU of platform emulated, as device facts (QEMU >= 11's -cpu max has SME and SME2)."""
-    if config.get("platform") != "emulated":
+def emulated_device_facts(cells: list[Cell]) -> Optional[dict]:
+    """The emulated CPU of platform emulated (every cell has the plan's qemu-aarch64 prefix), as device facts
+    (QEMU >= 11's -cpu max has SME and SME2)."""
+    emulator = next((cell.emulator for cell in cells if cell.emulator), None)
+    if not emulator:
         return None
-    qemu, _, sysroot, _, cpu = emulator_command(config, config_dir)
+    qemu, _, sysroot, _, cpu = emulator
     try:
         version = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
     except OSError:
@@ -1085,29 +922,6 @@ def summarize(run_dir: Path, console: Console) -> None:
         console.print(remark, soft_wrap=True)
 
 
-def dry_run_plan(config_path: Path, cells: list[Cell], pairs: list[dict], steps: list[Step],
-                 output_root: Path) -> dict:
-    return {
-        "config_path": str(config_path), "output_root": str(output_root),
-        "run_dir": str(fresh_run_dir(output_root)),
-        "experiments": [{**c.settings(), "name": c.name, "threads": c.threads, "dir": c.dir,
-                         "runner_dir": str(c.runner_dir), "runner_json": c.runner_json,
-                         "timeout_s": c.timeout_s, "selected": c.selected, "emulator": c.emulator} for c in cells],
-        "compare": pairs,
-        "schedule": [{"round": s.round, "experiment": s.cell.dir, "mode": s.mode} for s in steps],
-    }
-
-
-def show_plan(plan: dict, console: Console) -> None:
-    table = Table(title=f"Plan for {plan['config_path']}")
-    for column in ("#", "experiment", "mode", "round"):
-        table.add_column(column)
-    for index, step in enumerate(plan["schedule"], 1):
-        table.add_row(str(index), step["experiment"], step["mode"], "" if step["round"] is None else str(step["round"]))
-    console.print(table)
-    console.print(f"would write to {plan['run_dir']}")
-
-
 # --- main --------------------------------------------------------------------------------
 
 
@@ -1131,19 +945,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--launcher", help=argparse.SUPPRESS)  # android_pipeline.py: runs each step on the device
     parser.add_argument("--device-facts", type=Path, help=argparse.SUPPRESS)  # android_pipeline.py: device facts
     return parser.parse_args(argv)
-
-
-def prepare(args: argparse.Namespace) -> tuple[Path, dict, list[Cell], list[dict], Path]:
-    """Load and check the config: (config path, config, cells, compare pairs, output root)."""
-    config_path = args.config.resolve()
-    config = load_config(config_path, find_schema(args.schema))
-    cells = plan_cells(config, config_path.parent, args.runners_dir.resolve())
-    pairs = resolve_compare(config, cells)
-    check_pair_models(pairs, cells)
-    select_cells(cells, args.only)
-    output_root = (args.output_root.resolve() if args.output_root
-                   else (config_path.parent / config["output_root"]).resolve())
-    return config_path, config, cells, pairs, output_root
 
 
 def start_manifest(run_dir: Path, config_path: Path, config: dict, facts: tuple[dict, dict],
@@ -1318,8 +1119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = Run(config_path=args.config.resolve())
     try:
         return run_pipeline(args, run, console)
-    except ConfigError as error:
-        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+    except ConfigError as error:  # escaped: a path such as "out [old]" is text, not markup
+        console.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     except Interrupted as interrupt:
         close_run(run, "interrupted", console)
@@ -1362,18 +1163,12 @@ def check_writable(run_dir: Path, why: str) -> None:
 
 def run_pipeline(args: argparse.Namespace, run: Run, console: Console) -> int:
     check_flags(args)
-    config_path, config, cells, pairs, output_root = prepare(args)
-    for cell in cells:
-        cell.runner_json = read_runner_json(cell)
-    if args.dry_run:
-        plan = dry_run_plan(config_path, cells, pairs, build_schedule(cells, pairs), output_root)
-        if args.json:
-            print(json.dumps(plan, indent=2))
-        else:
-            show_plan(plan, console)
+    if args.dry_run:  # the plan stage prints the plan itself
+        run_plan_stage(plan_command(args) + (["--json"] if args.json else []), capture_stdout=False)
         return EXIT_OK
+    config_path, config, cells, pairs, full_schedule, output_root = prepare(args)
     device_facts = (read_json(args.device_facts, "device facts", "rerun android_pipeline.py") if args.device_facts
-                    else emulated_device_facts(config, config_path.parent))
+                    else emulated_device_facts(cells))
     run.pipeline = (device_facts or {}).get("pipeline", "mac_pipeline.py")
     if args.analysis_only:
         run.run_dir = existing_run_dir(output_root, args.run_dir, "--analysis-only")
@@ -1416,7 +1211,7 @@ def run_pipeline(args: argparse.Namespace, run: Run, console: Console) -> int:
     manifest["sessions"].append({"started": now_iso(), "argv": sys.argv[1:], "resume": args.resume})
     write_manifest(manifest, cells, run_dir)
 
-    steps = build_schedule(cells, pairs)
+    steps = build_schedule(full_schedule, cells)
     console.print(f"[bold]{len(steps)} runner invocations[/bold] for {sum(c.status == 'pending' for c in cells)} "
                   f"experiment(s) -> {run_dir}")
     execute(steps, cells, manifest, run_dir, launcher, session, console)

@@ -375,6 +375,12 @@ def test_resume_reruns_an_experiment_whose_files_are_gone(tmp_path, venv_python,
     assert len(json.loads((tmp_path / "run/a_t1/timing.json").read_text())["latencies_ms"]) == 2
     assert {e["experiment"] for e in manifest["execution_log"] if e["session"] == 1} == {"a_t1"}
     assert manifest["compare"][0]["rounds_interleaved"] is False
+    # --only b does not hide it: a's files are gone again, so a runs again (in the plan's order), b is kept
+    (tmp_path / "run/a_t1/timing.json").unlink()
+    resumed = pipeline(venv_python, "--config", config, "--resume", "--skip-analysis", "--only", "b")
+    assert resumed.returncode == 0 and "timing.json gone" in resumed.stdout, output(resumed)
+    log = [(e["round"], e["experiment"]) for e in manifest_of(tmp_path / "run")["execution_log"] if e["session"] == 2]
+    assert log == [(0, "a_t1"), (1, "a_t1")]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "a_list"])

@@ -47,6 +47,12 @@ def output_lines(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it. A test suite started in the
+    background (`cmd &` without job control) inherits SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def assert_one_clean_error(done: subprocess.CompletedProcess, code: int, *needles: str) -> str:
     """Exit `code`, no traceback, and exactly one error/interrupted line holding every needle."""
     text = done.stdout + done.stderr
@@ -166,7 +172,7 @@ def get_example_inputs():
 """)
     process = subprocess.Popen([sys.executable, str(SCRIPTS / "export_model.py"), "--model-file", str(model_file),
                                 "--outdir", str(tmp_path / "models")], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
     deadline = time.monotonic() + 300
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -432,13 +438,14 @@ def test_failed_reanalysis_retires_the_old_operator_tables(run_copy: Path) -> No
 
 
 def test_analysis_interrupted(run_copy: Path) -> None:
-    """Ctrl-C while the Inspector reads: exit 130, one line, measurements untouched, no half-written file."""
+    """Ctrl-C while the ETDumps are read: exit 130, one line, measurements untouched, no half-written file."""
     measured = ["manifest.json", "tiny_t1/timing.json", "tiny_t1/trace.etdump"]
     before = digest(run_copy, measured)
     process = subprocess.Popen([sys.executable, str(SCRIPTS / "analyze_results.py"), "--run-dir", str(run_copy)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_as_at_a_terminal)
+    # Right after this line the stages start: seconds of work, so the signal always lands inside them.
     assert "Reading ETDumps" in process.stdout.readline()
-    time.sleep(0.5)  # inside the Inspector's seconds-long import and parse
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     done = subprocess.CompletedProcess(process.args, process.returncode, out, err)

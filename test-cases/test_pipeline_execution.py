@@ -387,6 +387,43 @@ def test_dry_run_plan_resolves_paths(tmp_path, venv_python, prebuilt_runner, toy
     assert not (tmp_path / "cfg/run").exists()
 
 
+def test_plan_stage_is_the_dry_run(tmp_path, venv_python, prebuilt_runner):
+    """plan_runs.py owns the plan: the dry run prints its JSON byte for byte; its full schedule holds the
+    runs --only left out in their places; its config error is one stderr line the pipeline prints once."""
+    runner_dir = prebuilt_runner.parent
+    (tmp_path / "damaged").mkdir()
+    shutil.copy2(prebuilt_runner, tmp_path / "damaged/profiling_runner")
+    (tmp_path / "damaged/runner.json").write_text("[1]")
+    config = write_config(tmp_path / "cfg", [
+        {"name": "a", "runner": str(runner_dir), "model": "m.pte", "threads": [1, 2], "rounds": 2},
+        {"name": "b", "runner": "../damaged", "model": "m.pte", "threads": [1, 2], "rounds": 3},
+        {"name": "c", "runner": "prebuilt", "model": "m.pte", "mode": "trace"}], [{"baseline": "a", "candidate": "b"}])
+    flags = ["--config", config, "--only", "b", "c_t1", "--runners-dir", runner_dir.parent]
+    stage = run(venv_python, REPO / "scripts/plan_runs.py", *flags, "--json")
+    dry_run = run(venv_python, MAC_PIPELINE, *flags, "--dry-run", "--json")
+    assert stage.returncode == dry_run.returncode == 0, stage.stderr + dry_run.stdout
+    assert stage.stdout == dry_run.stdout and stage.stderr == dry_run.stderr == ""
+    full = json.loads(run(venv_python, REPO / "scripts/plan_runs.py", *flags, "--full-json").stdout)
+    assert full["plan"] == json.loads(stage.stdout) and full["config"] == json.loads(config.read_text())
+    assert full["runner_refs"] == {"a_t1": str(runner_dir), "a_t2": str(runner_dir), "b_t1": "../damaged",
+                                   "b_t2": "../damaged", "c_t1": "prebuilt"}
+    assert "not a runner.json object" in full["warnings"]["b_t1"][0] and full["warnings"]["a_t1"] == []
+    selected = {e["dir"] for e in full["plan"]["experiments"] if e["selected"]}
+    assert selected == {"b_t1", "b_t2", "c_t1"}
+    assert [s for s in full["full_schedule"] if s["experiment"] in selected] == full["plan"]["schedule"]
+    assert [(s["round"], s["experiment"]) for s in full["full_schedule"] if s["mode"] == "timing"][:4] == [
+        (0, "a_t1"), (0, "b_t1"), (1, "a_t1"), (1, "b_t1")]  # threads 1 pair, interleaved, then b alone
+    assert len(full["full_schedule"]) == (2 + 3) * 2 + 4 + 1
+    bad = write_config(tmp_path / "bad [old]", [{"name": "a", "runner": "r", "model": "m.pte"}], [
+        {"baseline": "a", "candidate": "a"}], comment=1)  # a path with brackets is text, not rich markup
+    stage = run(venv_python, REPO / "scripts/plan_runs.py", "--config", bad, "--json")
+    assert stage.returncode == 2 and stage.stdout == "" and stage.stderr.startswith(f"error: {bad}: invalid config")
+    for extra in ([], ["--dry-run"]):
+        pipeline = run(venv_python, MAC_PIPELINE, "--config", bad, *extra)
+        assert pipeline.returncode == 2 and pipeline.stdout == stage.stderr and pipeline.stderr == ""
+        assert not (tmp_path / "bad [old]/run").exists()
+
+
 # --- the quick test -----------------------------------------------------------------------
 
 
