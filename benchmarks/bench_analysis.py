@@ -5,10 +5,11 @@ Exports a model with well over 100 operators (a stack of inverted-residual block
 XNNPACK), traces 200 runs of it with the kit's runner, then times:
   1. the Inspector parsing that ETDump (in this process, after its import),
   2. the Inspector including its import: what reading the trace would cost with it (the kit's
-     trace_breakdown.py reads the ETDump's FlatBuffer directly instead),
+     etdump_events.py reads the ETDump's FlatBuffer directly instead),
   3. `analyze_results.py --etdump` end to end (a fresh process: imports, its stage scripts
-     trace_breakdown.py and timing_stats.py, CSVs, charts, trace, report), wall clock and the CPU
-     seconds of the whole process tree (the figure to read on a shared machine).
+     trace_breakdown.py with etdump_events.py, timing_stats.py, plot_analysis.py and
+     write_report.py, CSVs, charts, trace, report), wall clock and the CPU seconds of the whole
+     process tree (the figure to read on a shared machine).
 Target: the full analysis under 10 s on this machine.
 
 Example:

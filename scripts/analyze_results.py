@@ -6,7 +6,8 @@ Reads the run directory written by mac_pipeline.py / android_pipeline.py (manife
 for kernel-log runners, kernels.log) and runs the analysis stages beside it as subprocesses:
 
   trace_breakdown.py  trace.etdump -> per-run operator sums, medians with CIs, operator identity
-                      (owns the operator category rules and how two experiments' ops are paired)
+                      (owns the operator category rules and how two experiments' ops are paired;
+                      it reads the ETDump through etdump_events.py)
   timing_stats.py     timing.json -> E2E medians, CIs between processes, speedups of compare pairs
   kernel_log.py       kernels.log -> kernels.csv, registered kernels per ISA family, kernel diff of a pair
   isa_evidence.py     emulated runs: the instructions each run reached (isa_evidence.json)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Operator breakdown of ETDump traces: per-run sums, medians with bootstrap CIs, operator identity.
 
-The stage of the analysis that reads `trace.etdump` (and the model's `.etrecord`, when given) and owns the
-operator rules of this kit: the category rule table, the kernel path read from XNNPACK datatype
-tags, and how operators of two experiments are paired. analyze_results.py and validate_results.py
-run it as a subprocess and read the files it writes.
+The stage of the analysis that turns a `trace.etdump` (and the model's `.etrecord`, when given)
+into the operator tables, and owns the operator rules of this kit: the category rule table, the
+kernel path read from XNNPACK datatype tags, and how operators of two experiments are paired. It
+reads the events through the stage etdump_events.py (which must sit beside it);
+analyze_results.py and validate_results.py run it as a subprocess and read the files it writes.
 
 Every operator event of every traced run is kept (ops.csv). Exclusive times are summed per
 operator instance, op type and category within each run; the headline is the median over runs
@@ -52,15 +53,14 @@ the nodes its delegate call lowered: the ETRecord maps delegate calls, not XNNPA
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import math
 import os
 import re
-import struct
+import subprocess
 import sys
-import zipfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -83,7 +83,6 @@ MIN_KEPT_RUNS = 3
 OUTPUT_FILES = ("ops.csv", "runs.csv", "op_instances.csv", "op_stats.csv", "categories.csv", "breakdown.json",
                 "trace_events.json")
 
-FRAMEWORK_EVENTS = {"Method::execute", "Method::init", "Program::load_method", "DELEGATE_CALL", "OPERATOR_CALL"}
 UNATTRIBUTED = "UNATTRIBUTED"
 CATEGORIES = ["CONV", "GEMM", "DATA_MOVEMENT", "ELEMENTWISE", "OTHER"]
 
@@ -266,12 +265,13 @@ def outlier_runs(execute_ms: np.ndarray) -> dict[int, str]:
             for run, value in enumerate(execute_ms) if abs(value - median) > limit}
 
 
-# ----------------------------------------------------------------------------- ETDump
+# ----------------------------------------------------------------------------- events (from etdump_events.py)
 
 
 @dataclass
 class TraceEvent:
-    """One event of one traced run; times in microseconds from the run's Method::execute start."""
+    """One row of etdump_events.py's events.csv (its --help documents the columns): one event of one
+    traced run, times in microseconds from the run's Method::execute start."""
     name: str
     kind: str  # execute, delegate_call, operator_call, op
     start_us: float
@@ -289,263 +289,6 @@ class Trace:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_etdump_file(path: Path) -> None:
-    """Reject a missing, empty, truncated or foreign file before it is parsed."""
-    if not path.is_file():
-        raise BreakdownError(f"{path}: no such ETDump file; pass the trace.etdump the runner wrote with --etdump_path")
-    data = path.read_bytes()
-    if len(data) == 0:
-        raise BreakdownError(f"{path}: the ETDump is empty (the traced run probably crashed); re-run the trace")
-    if len(data) < 12 or data[8:12] != b"ED00":
-        raise BreakdownError(f"{path}: not an ETDump (no ED00 identifier); pass the file written by --etdump_path")
-    declared = struct.unpack("<I", data[:4])[0]
-    if declared + 4 > len(data):
-        raise BreakdownError(f"{path}: the ETDump is truncated ({len(data)} of {declared + 4} bytes); "
-                             "re-run the trace and let the runner finish")
-
-
-# The ETDump is a size-prefixed FlatBuffer (identifier ED00; schema: etdump_schema_flatcc.fbs in
-# ExecuTorch's devtools/etdump). This stage needs only its profile events, so it reads them
-# directly: ExecuTorch's Inspector would first import torch and round-trip the file through flatc
-# and JSON, about 8 of the 10 seconds a 200-run trace may take. test_results_validation.py checks
-# every duration read here against the Inspector's. Field numbers follow the schema's field order.
-RUN_DATA_FIELD, EVENTS_FIELD, PROFILE_EVENT_FIELD = 1, 3, 0
-PROFILE_FIELDS = {"name": 0, "instruction_id": 2, "delegate_debug_id_int": 3, "delegate_debug_id_str": 4,
-                  "start_time": 6, "end_time": 7}
-# Events of the runtime itself; the ETRecord maps none of them to graph nodes.
-RESERVED_EVENTS = {"Method::init", "Program::load_method", "Method::execute"}
-MAX_UINT32 = 2**32 - 1
-UOFFSET, SOFFSET, VOFFSET = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<H")
-INT32, UINT64 = struct.Struct("<i"), struct.Struct("<Q")
-
-
-class FlatBuffer:
-    """Bounds-checked reads of FlatBuffer tables; a bad offset raises ValueError, never reads elsewhere."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.vtables: dict[int, tuple[int, ...]] = {}  # the writer shares one vtable between like tables
-
-    def read(self, layout: struct.Struct, pos: int) -> Any:
-        if pos < 0 or pos + layout.size > len(self.data):
-            raise ValueError(f"offset {pos} lies outside the {len(self.data)}-byte buffer")
-        return layout.unpack_from(self.data, pos)[0]
-
-    def fields(self, table: int) -> tuple[int, ...]:
-        """Each field's offset inside the table (0: absent, so the schema default applies)."""
-        vtable = table - self.read(SOFFSET, table)
-        if vtable not in self.vtables:
-            size = self.read(VOFFSET, vtable)
-            if size < 4 or size % 2:
-                raise ValueError(f"vtable at {vtable} has an impossible size {size}")
-            self.vtables[vtable] = tuple(self.read(VOFFSET, vtable + slot) for slot in range(4, size, 2))
-        return self.vtables[vtable]
-
-    def field(self, table: int, index: int) -> int:
-        offsets = self.fields(table)
-        return table + offsets[index] if index < len(offsets) and offsets[index] else 0
-
-    def scalar(self, table: int, index: int, layout: struct.Struct, default: int) -> int:
-        pos = self.field(table, index)
-        return self.read(layout, pos) if pos else default
-
-    def string(self, table: int, index: int) -> Optional[str]:
-        pos = self.field(table, index)
-        if not pos:
-            return None
-        start = pos + self.read(UOFFSET, pos)
-        length = self.read(UOFFSET, start)
-        if start + 4 + length > len(self.data):
-            raise ValueError(f"string at {start} runs past the end of the buffer")
-        return self.data[start + 4:start + 4 + length].decode("utf-8")
-
-    def tables(self, table: int, index: int) -> list[int]:
-        """The tables of a vector field (each element is an offset relative to itself)."""
-        pos = self.field(table, index)
-        if not pos:
-            return []
-        start = pos + self.read(UOFFSET, pos)
-        count = self.read(UOFFSET, start)
-        if start + 4 + 4 * count > len(self.data):
-            raise ValueError(f"vector at {start} claims {count} elements, more than the buffer holds")
-        return [start + 4 + 4 * i + self.read(UOFFSET, start + 4 + 4 * i) for i in range(count)]
-
-
-@dataclass
-class RecordedEvent:
-    """One profile event as the runtime wrote it; times in the runtime's ticks (nanoseconds)."""
-    name: str
-    instruction_id: int
-    delegate_id: Optional[Any]  # XNNPACK's operator name (str) or a backend's int id; None: not delegated
-    start: int
-    end: int
-
-    @property
-    def signature(self) -> tuple[str, int, Any]:
-        return self.name, self.instruction_id, self.delegate_id
-
-    def elapsed(self) -> int:
-        if self.start <= self.end:
-            return self.end - self.start
-        if max(self.start, self.end) > MAX_UINT32:
-            raise ValueError(f"event {self.name!r} ends before it starts")
-        return MAX_UINT32 - self.start + self.end  # a 32-bit clock wrapped around
-
-
-def recorded_event(buffer: FlatBuffer, event: int) -> Optional[RecordedEvent]:
-    profile = buffer.field(event, PROFILE_EVENT_FIELD)
-    if not profile:
-        return None  # an allocation or debug event
-    profile += buffer.read(UOFFSET, profile)
-    delegate_int = buffer.scalar(profile, PROFILE_FIELDS["delegate_debug_id_int"], INT32, -1)
-    delegate_str = buffer.string(profile, PROFILE_FIELDS["delegate_debug_id_str"]) or None
-    delegate_id = delegate_int if delegate_int != -1 else delegate_str
-    name = str(delegate_id) if delegate_id is not None else buffer.string(profile, PROFILE_FIELDS["name"])
-    if not name:
-        return None  # neither a name nor a delegate id: nothing to attribute it to
-    return RecordedEvent(name, buffer.scalar(profile, PROFILE_FIELDS["instruction_id"], INT32, -1), delegate_id,
-                         buffer.scalar(profile, PROFILE_FIELDS["start_time"], UINT64, 0),
-                         buffer.scalar(profile, PROFILE_FIELDS["end_time"], UINT64, 0))
-
-
-def read_etdump(path: Path) -> list[list[RecordedEvent]]:
-    """The profile events of every run-data block, in recorded order."""
-    check_etdump_file(path)
-    data = path.read_bytes()
-    buffer = FlatBuffer(data[4:4 + struct.unpack("<I", data[:4])[0]])
-    try:
-        root = buffer.read(UOFFSET, 0)
-        blocks = [[e for e in (recorded_event(buffer, event) for event in buffer.tables(run_data, EVENTS_FIELD))
-                   if e is not None]
-                  for run_data in buffer.tables(root, RUN_DATA_FIELD)]
-        for block in blocks:
-            for event in block:
-                event.elapsed()
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BreakdownError(f"{path}: the ETDump is corrupt ({error}); re-run the trace with this kit's "
-                             "runner") from None
-    return blocks
-
-
-@dataclass
-class RecordMaps:
-    """What an ETRecord says about instructions: debug handles, delegate backends, graph nodes."""
-    handles: dict[str, Any]            # instruction id -> debug handle(s)
-    delegates: dict[str, dict]         # instruction id -> {"name": backend, "delegate_map": {...}}
-    nodes: dict[int, list[str]]        # debug handle -> edge-dialect graph node names
-
-
-def read_etrecord(path: Path) -> RecordMaps:
-    """The ETRecord's maps, read from its zip entries (JSON) without loading the graphs into torch."""
-    def method_map(archive: zipfile.ZipFile, entry: str) -> dict[str, Any]:
-        maps = json.loads(archive.read(entry)) if entry in archive.namelist() else {}
-        if not isinstance(maps, dict):
-            raise ValueError(f"{entry} is not a JSON object")
-        return maps.get("forward") or next(iter(maps.values()), {})
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            handles, delegates = method_map(archive, "debug_handle_map"), method_map(archive, "delegate_map")
-            names = archive.namelist()
-            graph_entry = next(n for n in ("edge_dialect_exported_program/forward", "edge_dialect_exported_program")
-                               if n in names)
-            graph = json.loads(archive.read(graph_entry))["graph_module"]["graph"]
-    except (OSError, zipfile.BadZipFile, StopIteration, KeyError, TypeError, ValueError) as error:
-        raise BreakdownError(f"{path}: not a readable ETRecord ({type(error).__name__}); pass the .etrecord exported "
-                             "with this model, or run without --etrecord") from None
-    nodes: dict[int, list[str]] = {}
-    for node in graph.get("nodes") or []:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            nodes.setdefault(int(node["metadata"]["debug_handle"]), []).append(node["name"])
-    return RecordMaps(handles, delegates or {}, nodes)
-
-
-def backend_of(event: RecordedEvent, record: Optional[RecordMaps]) -> str:
-    """XNNPACK for XNNPACK delegate events (all delegated events when no ETRecord names the backend)."""
-    known = record is not None and str(event.instruction_id) in record.handles
-    name = (record.delegates.get(str(event.instruction_id)) or {}).get("name", "") if known else ""
-    if not name or "xnnpack" in name.lower():
-        return "XNNPACK"
-    return name.replace("Backend", "")
-
-
-def nodes_of(event: RecordedEvent, record: Optional[RecordMaps]) -> str:
-    """The ETRecord graph node(s) behind an event (empty without an ETRecord), the way the Inspector maps them."""
-    instruction = str(event.instruction_id)
-    if record is None or event.name in RESERVED_EVENTS or instruction not in record.handles:
-        return ""
-    handles = record.handles[instruction]
-    delegate = record.delegates.get(instruction)
-    if event.delegate_id is not None and delegate is not None:
-        lowered = delegate.get("delegate_map") or {}
-        handles = lowered.get(str(event.delegate_id))
-        for key, value in lowered.items():
-            if key in str(event.delegate_id):
-                handles = value
-    names: list[str] = []
-    for handle in [handles] if isinstance(handles, int) else handles or []:
-        names += [name for name in record.nodes.get(handle, []) if name not in names]
-    return ";".join(names)
-
-
-def event_kind(event: RecordedEvent, record: Optional[RecordMaps]) -> Optional[tuple[str, str]]:
-    if event.delegate_id is not None:
-        return "op", backend_of(event, record)
-    if event.name == "Method::execute":
-        return "execute", ""
-    if event.name == "DELEGATE_CALL":
-        return "delegate_call", backend_of(event, record)
-    if event.name == "OPERATOR_CALL":
-        return "operator_call", ""
-    if event.name in FRAMEWORK_EVENTS:
-        return None
-    return "op", "portable"
-
-
-def traced_runs(blocks: list[list[RecordedEvent]], record: Optional[RecordMaps]) -> list[tuple[int, list[TraceEvent]]]:
-    """Per traced run: (start tick, events), from every block that holds Method::execute.
-
-    Runs that recorded the same events form a group; an event's place in its group's first run,
-    ordered by start time, is its stable identity across runs.
-    """
-    groups: dict[tuple, list[list[RecordedEvent]]] = {}
-    for block in blocks:
-        if any(e.name == "Method::execute" for e in block):  # not the load/init block
-            groups.setdefault(tuple(e.signature for e in block), []).append(block)
-    runs: list[tuple[int, list[TraceEvent]]] = []
-    for group in groups.values():
-        first = group[0]
-        kinds = [event_kind(e, record) for e in first]
-        order = sorted((i for i, kind in enumerate(kinds) if kind is not None), key=lambda i: (first[i].start, i))
-        call_starts: dict[int, int] = {}
-        for i in order:
-            if kinds[i][0] == "delegate_call":
-                call_starts.setdefault(first[i].instruction_id, first[i].start)
-        call_index = {iid: n for n, iid in enumerate(sorted(call_starts, key=call_starts.get), start=1)}
-        # The ETRecord maps a delegate call, not XNNPACK's own operators, to graph nodes: an XNNPACK
-        # operator gets the nodes its delegate call lowered.
-        call_nodes = {first[i].instruction_id: nodes_of(first[i], record) for i in order
-                      if kinds[i][0] == "delegate_call"}
-        nodes = [nodes_of(e, record) if kind and kind[0] == "op" else "" for e, kind in zip(first, kinds)]
-        execute = next(i for i, e in enumerate(first) if e.name == "Method::execute")
-        for block in group:
-            origin = block[execute].start
-            events, position = [], 0
-            for i in order:
-                event, (kind, backend) = block[i], kinds[i]
-                if kind == "op":
-                    position += 1
-                # Ticks are nanoseconds (ExecuTorch's default PAL clock).
-                events.append(TraceEvent(event.name, kind, (event.start - origin) / 1000.0, event.elapsed() / 1000.0,
-                                         event.instruction_id, backend,
-                                         (nodes[i] or call_nodes.get(event.instruction_id, "")) if kind == "op" else "",
-                                         position if kind == "op" else 0,
-                                         call_index.get(event.instruction_id, 0) if backend != "portable" else 0))
-            runs.append((origin, events))
-    runs.sort(key=lambda item: item[0])
-    return runs
-
-
 def opaque_delegate_ops(events: list[TraceEvent]) -> list[TraceEvent]:
     """Delegate calls with no per-op events inside (backend built without profiling) become one op row."""
     with_children = {e.instruction_id for e in events if e.kind == "op" and e.backend != "portable"}
@@ -559,14 +302,37 @@ def opaque_delegate_ops(events: list[TraceEvent]) -> list[TraceEvent]:
     return opaque
 
 
+def read_events(etdump: Path, etrecord: Optional[Path], work: Path) -> list[list[TraceEvent]]:
+    """Every event of every traced run, from the stage etdump_events.py (which reads the ETDump)."""
+    script = Path(__file__).resolve().parent / "etdump_events.py"
+    if not script.is_file():
+        raise BreakdownError(f"{script}: missing; trace_breakdown.py runs it to read ETDumps: download it "
+                             "beside this script")
+    events_csv = work / "events.csv"
+    command = [sys.executable, str(script), "--etdump", str(etdump), "--out", str(events_csv)]
+    done = subprocess.run(command + (["--etrecord", str(etrecord)] if etrecord else []), capture_output=True,
+                          text=True)
+    if done.returncode == 130:
+        raise KeyboardInterrupt
+    if done.returncode != 0:
+        errors = [line.split("error:", 1)[1].strip() for line in done.stderr.splitlines() if "error:" in line]
+        raise BreakdownError(errors[0] if errors else f"etdump_events.py failed (exit {done.returncode}) on "
+                             f"{etdump}; run it alone to see why")
+    table = pd.read_csv(events_csv, keep_default_na=False, float_precision="round_trip",
+                        dtype={"name": str, "backend": str, "node": str})
+    runs: list[list[TraceEvent]] = [[] for _ in range(int(table["run"].max()) + 1)] if len(table) else []
+    columns = [table[c].tolist() for c in ("run", "name", "kind", "start_us", "dur_us", "instruction_id", "backend",
+                                           "node", "position", "delegate_call")]
+    for run, *values in zip(*columns):
+        runs[run].append(TraceEvent(*values))
+    return runs
+
+
 def load_trace(etdump: Path, etrecord: Optional[Path]) -> Trace:
-    blocks = read_etdump(etdump)
-    runs = traced_runs(blocks, read_etrecord(etrecord) if etrecord else None)
-    if not runs:
-        raise BreakdownError(f"{etdump}: the ETDump holds no Method::execute event (no inference was traced); "
-                             "run the runner with --num_executions >= 1 and --etdump_path")
+    with tempfile.TemporaryDirectory(prefix="trace_breakdown_") as tmp:
+        runs = read_events(etdump, etrecord, Path(tmp))
     trace = Trace()
-    for _, events in runs:
+    for events in runs:
         opaque = opaque_delegate_ops(events)
         if opaque and not trace.warnings:
             trace.warnings.append("some delegate calls have no per-operator events (the runner's backend was built "

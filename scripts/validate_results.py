@@ -9,7 +9,7 @@ finite, the median's confidence interval between processes is narrow and the rou
 there are enough runs for the confidence interval, the traced Method::execute median agrees
 with the untraced timing median, category shares add up to about 100 %, SME2 labels match what
 ran, and each comparison makes sense for this CPU. Every headline is recomputed from the raw
-timing.json and trace.etdump (by running trace_breakdown.py and timing_stats.py, which sit
+timing.json and trace.etdump (by running trace_breakdown.py, with its etdump_events.py, and timing_stats.py, which sit
 beside this script, into a temporary folder): a derived file that disagrees is a FAIL.
 
 Prints one row per check, PASS / WARN / FAIL (SKIP when it does not apply), with the fix for

@@ -153,5 +153,5 @@ def test_single_script_download(site, tmp_path):
     result = run_block(block.replace(f"RAW={PUBLISHED['RAW']}", f"RAW={site['http_raw']}"), tmp_path,
                        LP=PUBLISHED["LP"])
     assert result.returncode == 0, result.stderr
-    fetched = tmp_path / "scripts/analyze_results.py"
-    assert fetched.read_bytes() == (REPO_ROOT / "scripts/analyze_results.py").read_bytes()
+    fetched = tmp_path / "scripts/export_model.py"
+    assert fetched.read_bytes() == (REPO_ROOT / "scripts/export_model.py").read_bytes()

@@ -438,6 +438,30 @@ def test_bad_etdump_gives_one_clear_line(tmp_path: Path, analyzed_run: Path, toy
         assert not list(tmp_path.glob("*_analysis*")), "no output folder for a bad input"
 
 
+def test_etdump_events_stage_alone(tmp_path: Path, analyzed_run: Path, venv_python: str, repo_root: Path) -> None:
+    """etdump_events.py as a process: every traced run's events, Method::execute equal to the
+    Inspector's; a flipped offset is one error line, exit 1, and no events.csv."""
+    trace = analyzed_run / "xnnpack_t1" / "trace.etdump"
+    events = tmp_path / "events.csv"
+    done = subprocess.run([venv_python, str(repo_root / "scripts/etdump_events.py"), "--etdump", str(trace),
+                           "--out", str(events)], capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stdout + done.stderr, done.stderr
+    rows = read_csv(events)
+    execute = [float(r["dur_us"]) / 1000.0 for r in rows if r["kind"] == "execute"]
+    assert execute == pytest.approx(inspector_events(trace)["Method::execute"], rel=1e-9)
+    assert {int(r["run"]) for r in rows} == set(range(TRACED_RUNS))
+    assert all(r["delegate_call"] == "1" for r in rows if r["kind"] in ("op", "delegate_call"))
+    events.unlink()
+    data = bytearray(trace.read_bytes())
+    data[7] ^= 0x80  # the high byte of the root table's offset (after the 4-byte size prefix)
+    (tmp_path / "flipped.etdump").write_bytes(bytes(data))
+    done = subprocess.run([venv_python, str(repo_root / "scripts/etdump_events.py"), "--etdump",
+                           str(tmp_path / "flipped.etdump"), "--out", str(events)], capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "the ETDump is corrupt" in lines[0], lines
+    assert not events.exists() and not list(tmp_path.glob(".events.csv.partial*"))
+
+
 def test_etdump_mode_never_overwrites(tmp_path: Path, analyzer: ModuleType, analyzed_run: Path,
                                       venv_python: str, repo_root: Path) -> None:
     etdump = tmp_path / "trace.etdump"
