@@ -83,7 +83,7 @@ def check_etdump_file(path: Path) -> None:
     declared = struct.unpack("<I", data[:4])[0]
     if declared + 4 > len(data):
         raise EventsError(f"{path}: the ETDump is truncated ({len(data)} of {declared + 4} bytes); "
-                             "re-run the trace and let the runner finish")
+                          "re-run the trace and let the runner finish")
 
 
 # The ETDump is a size-prefixed FlatBuffer (identifier ED00; schema: etdump_schema_flatcc.fbs in
@@ -205,7 +205,7 @@ def read_etdump(path: Path) -> list[list[RecordedEvent]]:
                 event.elapsed()
     except (ValueError, UnicodeDecodeError) as error:
         raise EventsError(f"{path}: the ETDump is corrupt ({error}); re-run the trace with this kit's "
-                             "runner") from None
+                          "runner") from None
     return blocks
 
 
@@ -232,14 +232,31 @@ def read_etrecord(path: Path) -> RecordMaps:
             graph_entry = next(n for n in ("edge_dialect_exported_program/forward", "edge_dialect_exported_program")
                                if n in names)
             graph = json.loads(archive.read(graph_entry))["graph_module"]["graph"]
+        check_record_shapes(handles, delegates, graph)
     except (OSError, zipfile.BadZipFile, StopIteration, KeyError, TypeError, ValueError) as error:
         raise EventsError(f"{path}: not a readable ETRecord ({type(error).__name__}); pass the .etrecord exported "
-                             "with this model, or run without --etrecord") from None
+                          "with this model, or run without --etrecord") from None
     nodes: dict[int, list[str]] = {}
     for node in graph.get("nodes") or []:
         with contextlib.suppress(KeyError, TypeError, ValueError):
-            nodes.setdefault(int(node["metadata"]["debug_handle"]), []).append(node["name"])
+            if isinstance(node["name"], str):
+                nodes.setdefault(int(node["metadata"]["debug_handle"]), []).append(node["name"])
     return RecordMaps(handles, delegates or {}, nodes)
+
+
+def check_record_shapes(handles: Any, delegates: Any, graph: Any) -> None:
+    """The maps have the shapes the ETRecord format gives them (a damaged file is refused, not half-read)."""
+    def is_handles(value: Any) -> bool:
+        return isinstance(value, int) or (isinstance(value, list) and all(isinstance(h, int) for h in value))
+
+    if not isinstance(handles, dict) or not all(is_handles(v) for v in handles.values()):
+        raise ValueError("debug_handle_map has the wrong shape")
+    if not isinstance(delegates, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("name", ""), str) and isinstance(v.get("delegate_map") or {}, dict)
+            and all(is_handles(h) for h in (v.get("delegate_map") or {}).values()) for v in delegates.values()):
+        raise ValueError("delegate_map has the wrong shape")
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes") or [], list):
+        raise ValueError("the edge program's graph has the wrong shape")
 
 
 def backend_of(event: RecordedEvent, record: Optional[RecordMaps]) -> str:

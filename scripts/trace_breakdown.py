@@ -318,8 +318,7 @@ def read_events(etdump: Path, etrecord: Optional[Path], work: Path) -> list[list
         errors = [line.split("error:", 1)[1].strip() for line in done.stderr.splitlines() if "error:" in line]
         raise BreakdownError(errors[0] if errors else f"etdump_events.py failed (exit {done.returncode}) on "
                              f"{etdump}; run it alone to see why")
-    table = pd.read_csv(events_csv, keep_default_na=False, float_precision="round_trip",
-                        dtype={"name": str, "backend": str, "node": str})
+    table = pd.read_csv(events_csv, keep_default_na=False, dtype={"name": str, "backend": str, "node": str})
     runs: list[list[TraceEvent]] = [[] for _ in range(int(table["run"].max()) + 1)] if len(table) else []
     columns = [table[c].tolist() for c in ("run", "name", "kind", "start_us", "dur_us", "instruction_id", "backend",
                                            "node", "position", "delegate_call")]

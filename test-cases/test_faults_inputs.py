@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -246,6 +247,15 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
     with pytest.raises(breakdown.BreakdownError) as error:
         breakdown.load_trace(linear_etdump, broken_record)
     assert str(error.value).startswith(str(broken_record)) and "without --etrecord" in str(error.value)
+    # Hostile JSON inside an intact zip: maps of the wrong shape are refused the same way.
+    for entry, value in (("debug_handle_map", [1, 2]), ("delegate_map", {"forward": {"0": [1]}}),
+                         ("edge_dialect_exported_program/forward", {"graph_module": {"graph": []}})):
+        with zipfile.ZipFile(exported_linear["etrecord"]) as source, zipfile.ZipFile(broken_record, "w") as target:
+            for item in source.infolist():
+                target.writestr(item, json.dumps(value) if item.filename == entry else source.read(item.filename))
+        with pytest.raises(breakdown.BreakdownError) as error:
+            breakdown.load_trace(linear_etdump, broken_record)
+        assert "not a readable ETRecord" in str(error.value) and "without --etrecord" in str(error.value), entry
 
 
 # --------------------------------------------------------------------------- generate_config.py
