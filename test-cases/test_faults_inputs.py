@@ -258,6 +258,29 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
         assert "not a readable ETRecord" in str(error.value) and "without --etrecord" in str(error.value), entry
 
 
+def test_no_etdump_bit_flip_crashes_the_reader(tmp_path: Path, linear_etdump: Path) -> None:
+    """Every single-bit flip (the top bit of each byte) of a real ETDump is either one clear error or a
+    read: the FlatBuffer reader bounds-checks every offset, so no flip raises anything else."""
+    spec = importlib.util.spec_from_file_location("etdump_events_faults", SCRIPTS / "etdump_events.py")
+    events = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = events
+    spec.loader.exec_module(events)
+    data = linear_etdump.read_bytes()
+    flipped = tmp_path / "flipped.etdump"
+    outcomes = {"error": 0, "read": 0}
+    for offset in range(len(data)):
+        corrupt = bytearray(data)
+        corrupt[offset] ^= 0x80
+        flipped.write_bytes(bytes(corrupt))
+        try:
+            events.traced_runs(events.read_etdump(flipped), None)
+            outcomes["read"] += 1
+        except events.EventsError as error:
+            assert str(error).startswith(str(flipped)) and "\n" not in str(error)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0 and sum(outcomes.values()) == len(data), outcomes
+
+
 # --------------------------------------------------------------------------- generate_config.py
 
 
