@@ -599,6 +599,9 @@ def runner_args(step: Step, cell_dir: Path) -> tuple[list[str], list[Path]]:
     if step.mode == "timing":
         outputs = [cell_dir / f".round{step.round}.timing.json"]
         args += ["--timing_json", str(outputs[0])]
+    elif step.mode == "kernels":  # its timing JSON says which CPU features the run saw (the mask check)
+        outputs = [cell_dir / "kernels_timing.json"]
+        args += ["--timing_json", str(outputs[0])]
     elif step.mode == "trace":
         outputs = [cell_dir / "trace.etdump", cell_dir / "trace_timing.json"]
         args += ["--etdump_path", str(outputs[0]), "--timing_json", str(outputs[1])]
@@ -770,7 +773,8 @@ def add_round(cell: Cell, cell_dir: Path, round_index: int, round_file: Path) ->
 
 
 def cell_files(cell_dir: Path) -> list[str]:
-    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log", PROC_MAPS, QEMU_LOG)
+    wanted = ("timing.json", "trace.etdump", "trace_timing.json", "runner.log", "kernels.log", "kernels_timing.json",
+              PROC_MAPS, QEMU_LOG)
     return [name for name in wanted if (cell_dir / name).is_file()]
 
 
@@ -844,7 +848,7 @@ def execute(steps: list[Step], cells: list[Cell], manifest: dict, run_dir: Path,
                      "started": now_iso("milliseconds")}
             try:
                 seconds, outputs = invoke(step, cell_dir, launcher)
-                if step.mode in ("timing", "trace"):
+                if step.mode in ("timing", "trace", "kernels"):
                     check_features_seen(cell, read_runner_timing(outputs[-1]), cpu.get("sme2"))
                 if step.mode == "timing":
                     add_round(cell, cell_dir, step.round, outputs[0])

@@ -306,6 +306,10 @@ def test_kernels_mode(tmp_path, venv_python, prebuilt_runner, toy_pte):
     manifest = manifest_of(run_dir)
     with_log, without_log = entry(manifest, "with_log_t1"), entry(manifest, "without_log_t1")
     assert with_log["modes"] == ["timing", "kernels"] and "kernels.log" in with_log["files"]
+    # The kernels run reports the CPU features it saw, so a masked kernels run is checked like the others.
+    assert "kernels_timing.json" in with_log["files"]
+    seen = json.loads((run_dir / "with_log_t1/kernels_timing.json").read_text())["cpu_features_seen"]
+    assert seen["sme2"] is False and seen["read_with"]
     kernels_log = (run_dir / "with_log_t1/kernels.log").read_text()
     assert "--num_executions 1" in kernels_log and "# exit 0" in kernels_log
     assert without_log["status"] == "ok" and without_log["modes"] == ["timing"]
