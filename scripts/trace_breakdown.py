@@ -691,7 +691,8 @@ def compare_rows(pair: str, base_dir: Path, cand_dir: Path) -> pd.DataFrame:
 
     b_table, b_names = keyed(b_ops, len(b_runs), b_kept)
     c_table, c_names = keyed(c_ops, len(c_runs), c_kept)
-    keys = sorted(set(b_table.columns) | set(c_table.columns),
+    # Sorted by name first, so rows that tie (zero-time operators) keep one order in every analysis.
+    keys = sorted(sorted(set(b_table.columns) | set(c_table.columns)),
                   key=lambda k: -float(np.median(b_table[k])) if k in b_table else 0.0)
     for key in keys:
         b = b_table[key].to_numpy() if key in b_table else None

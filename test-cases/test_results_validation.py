@@ -11,6 +11,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -436,6 +437,19 @@ def test_bad_etdump_gives_one_clear_line(tmp_path: Path, analyzed_run: Path, toy
         assert "Traceback" not in output
         assert len(output.splitlines()) == 1 and output.startswith("error:"), output
         assert not list(tmp_path.glob("*_analysis*")), "no output folder for a bad input"
+
+
+def test_comparison_rows_do_not_depend_on_hash_order(tmp_path: Path, analyzed_run: Path, venv_python: str,
+                                                     repo_root: Path) -> None:
+    """The same two folders give the same comparison rows, byte for byte, whatever Python's hash seed."""
+    outputs = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"rows_{seed}.csv"
+        subprocess.run([venv_python, str(repo_root / "scripts/trace_breakdown.py"), "--compare",
+                        str(analyzed_run / "portable_t1"), str(analyzed_run / "xnnpack_t1"), "--out", str(out)],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def test_etdump_events_stage_alone(tmp_path: Path, analyzed_run: Path, venv_python: str, repo_root: Path) -> None:
