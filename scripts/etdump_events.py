@@ -71,11 +71,8 @@ class TraceEvent:
     delegate_call: int = 0
 
 
-def check_etdump_file(path: Path) -> None:
-    """Reject a missing, empty, truncated or foreign file before it is parsed."""
-    if not path.is_file():
-        raise EventsError(f"{path}: no such ETDump file; pass the trace.etdump the runner wrote with --etdump_path")
-    data = path.read_bytes()
+def check_etdump_file(path: Path, data: bytes) -> None:
+    """Reject an empty, truncated or foreign file (its bytes: `data`) before it is parsed."""
     if len(data) == 0:
         raise EventsError(f"{path}: the ETDump is empty (the traced run probably crashed); re-run the trace")
     if len(data) < 12 or data[8:12] != b"ED00":
@@ -155,23 +152,25 @@ class FlatBuffer:
 
 @dataclass
 class RecordedEvent:
-    """One profile event as the runtime wrote it; times in the runtime's ticks (nanoseconds)."""
+    """One profile event as the runtime wrote it; start and duration in the runtime's ticks (nanoseconds)."""
     name: str
     instruction_id: int
     delegate_id: Optional[Any]  # XNNPACK's operator name (str) or a backend's int id; None: not delegated
     start: int
-    end: int
+    duration: int
 
     @property
     def signature(self) -> tuple[str, int, Any]:
         return self.name, self.instruction_id, self.delegate_id
 
-    def elapsed(self) -> int:
-        if self.start <= self.end:
-            return self.end - self.start
-        if max(self.start, self.end) > MAX_UINT32:
-            raise ValueError(f"event {self.name!r} ends before it starts")
-        return MAX_UINT32 - self.start + self.end  # a 32-bit clock wrapped around
+
+
+def elapsed_ticks(name: str, start: int, end: int) -> int:
+    if start <= end:
+        return end - start
+    if max(start, end) > MAX_UINT32:
+        raise ValueError(f"event {name!r} ends before it starts")
+    return MAX_UINT32 - start + end  # a 32-bit clock wrapped around
 
 
 def recorded_event(buffer: FlatBuffer, event: int) -> Optional[RecordedEvent]:
@@ -185,24 +184,24 @@ def recorded_event(buffer: FlatBuffer, event: int) -> Optional[RecordedEvent]:
     name = str(delegate_id) if delegate_id is not None else buffer.string(profile, PROFILE_FIELDS["name"])
     if not name:
         return None  # neither a name nor a delegate id: nothing to attribute it to
+    start = buffer.scalar(profile, PROFILE_FIELDS["start_time"], UINT64, 0)
+    end = buffer.scalar(profile, PROFILE_FIELDS["end_time"], UINT64, 0)
     return RecordedEvent(name, buffer.scalar(profile, PROFILE_FIELDS["instruction_id"], INT32, -1), delegate_id,
-                         buffer.scalar(profile, PROFILE_FIELDS["start_time"], UINT64, 0),
-                         buffer.scalar(profile, PROFILE_FIELDS["end_time"], UINT64, 0))
+                         start, elapsed_ticks(name, start, end))
 
 
 def read_etdump(path: Path) -> list[list[RecordedEvent]]:
     """The profile events of every run-data block, in recorded order."""
-    check_etdump_file(path)
+    if not path.is_file():
+        raise EventsError(f"{path}: no such ETDump file; pass the trace.etdump the runner wrote with --etdump_path")
     data = path.read_bytes()
+    check_etdump_file(path, data)
     buffer = FlatBuffer(data[4:4 + struct.unpack("<I", data[:4])[0]])
     try:
         root = buffer.read(UOFFSET, 0)
         blocks = [[e for e in (recorded_event(buffer, event) for event in buffer.tables(run_data, EVENTS_FIELD))
                    if e is not None]
                   for run_data in buffer.tables(root, RUN_DATA_FIELD)]
-        for block in blocks:
-            for event in block:
-                event.elapsed()
     except (ValueError, UnicodeDecodeError) as error:
         raise EventsError(f"{path}: the ETDump is corrupt ({error}); re-run the trace with this kit's "
                           "runner") from None
@@ -335,7 +334,7 @@ def traced_runs(blocks: list[list[RecordedEvent]], record: Optional[RecordMaps])
                 if kind == "op":
                     position += 1
                 # Ticks are nanoseconds (ExecuTorch's default PAL clock).
-                events.append(TraceEvent(event.name, kind, (event.start - origin) / 1000.0, event.elapsed() / 1000.0,
+                events.append(TraceEvent(event.name, kind, (event.start - origin) / 1000.0, event.duration / 1000.0,
                                          event.instruction_id, backend,
                                          (nodes[i] or call_nodes.get(event.instruction_id, "")) if kind == "op" else "",
                                          position if kind == "op" else 0,
