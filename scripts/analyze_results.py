@@ -228,9 +228,11 @@ def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment,
     compares = [(f"{b.name}->{c.name}", b, c) for b, c in pairs if b.etdump is not None and c.etdump is not None]
     if not traced:
         return []
+    compare_jobs = [{"pair": name, "baseline": str(b.folder), "candidate": str(c.folder),
+                     "out": str(work / f"compare_{n}.csv")} for n, (name, b, c) in enumerate(compares)]
     jobs = {"traces": [{"etdump": str(e.etdump), "outdir": str(e.folder), "name": e.name,
                         "etrecord": str(etrecords[e.name]) if etrecords.get(e.name) else None} for e in traced],
-            "compares": [], "rules_out": str(work / "rules.json")}
+            "compares": compare_jobs, "rules_out": str(work / "rules.json")}
     (work / "jobs.json").write_text(json.dumps(jobs))
     run_stage([str(TRACE_BREAKDOWN), "--jobs", str(work / "jobs.json")] + ["--cpu-has-sme"] * cpu_has_sme(cpu),
               "trace_breakdown.py")
@@ -254,14 +256,9 @@ def run_trace_stage(experiments: list[Experiment], pairs: list[tuple[Experiment,
         exp.categories = pd.read_csv(exp.folder / "categories.csv")
         exp.trace_e2e = dict(exp.breakdown["execute"], n=exp.breakdown["kept_runs"])
         exp.warnings.extend(exp.breakdown.get("warnings") or [])
-    ok = {e.name for e in traced if e.breakdown}
-    compare_jobs = [{"pair": name, "baseline": str(b.folder), "candidate": str(c.folder),
-                     "out": str(work / f"compare_{n}.csv")}
-                    for n, (name, b, c) in enumerate(compares) if b.name in ok and c.name in ok]
-    if compare_jobs:
-        (work / "compares.json").write_text(json.dumps({"traces": [], "compares": compare_jobs}))
-        run_stage([str(TRACE_BREAKDOWN), "--jobs", str(work / "compares.json")], "trace_breakdown.py --compare")
-    return [(job["pair"], Path(job["out"])) for job in compare_jobs]
+    ok = {e.name for e in traced if e.breakdown}  # the stage skipped compares with a failed side
+    return [(job["pair"], Path(job["out"])) for job, (_, b, c) in zip(compare_jobs, compares)
+            if b.name in ok and c.name in ok]
 
 
 def not_interleaved_pairs(manifest: dict[str, Any]) -> set[tuple[str, str]]:

@@ -728,7 +728,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     what.add_argument("--etdump", type=Path, help="one trace.etdump to break down (with --outdir)")
     what.add_argument("--jobs", type=Path, help='JSON file: {"traces": [{"etdump", "outdir", "etrecord", "name"}], '
                       '"compares": [{"pair", "baseline", "candidate", "out"}], "rules_out": FILE} (one process '
-                      'for all; rules_out receives the --rules JSON)')
+                      'for all; rules_out receives the --rules JSON; a compare is skipped when a trace of the same '
+                      'job failed for one of its folders)')
     what.add_argument("--compare", nargs=2, type=Path, metavar=("BASE_DIR", "CAND_DIR"),
                       help="two folders this script wrote: category and op-type rows of comparison.csv (with --out)")
     what.add_argument("--rules", action="store_true", help="print the rule tables as JSON and exit")
@@ -777,17 +778,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 "name": args.name or args.outdir.name}], "compares": []}
         else:
             jobs = read_jobs(args.jobs)
-        failed = 0
+        failed: set[Path] = set()
         for job in jobs.get("traces", []):
             etrecord = Path(job["etrecord"]) if job.get("etrecord") else None
             result = breakdown(Path(job["etdump"]), Path(job["outdir"]), etrecord, args.cpu_has_sme,
                                job.get("name") or Path(job["outdir"]).name)
             if result.get("error"):
-                failed += 1
+                failed.add(Path(job["outdir"]).resolve())
                 console.print(f"[bold red]error:[/bold red] {result['error']}", soft_wrap=True, highlight=False)
         if jobs.get("rules_out"):
             Path(jobs["rules_out"]).write_text(json.dumps(rules_document(), indent=2) + "\n")
         for job in jobs.get("compares", []):
+            if {Path(job["baseline"]).resolve(), Path(job["candidate"]).resolve()} & failed:
+                continue  # a side whose trace failed above (its error is printed) has no tables to compare
             write_csv(compare_rows(job["pair"], Path(job["baseline"]), Path(job["candidate"])), Path(job["out"]))
     except BreakdownError as error:
         console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True, highlight=False)

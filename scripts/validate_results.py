@@ -473,18 +473,15 @@ def recompute(ctx: RunContext, work: Path) -> Recomputed:
     pairs = [(p.get("baseline"), p.get("candidate")) for p in ctx.manifest.get("compare") or []]
     compares = {f"{b}->{c}": work / f"compare_{n}.csv" for n, (b, c) in enumerate(pairs) if b in traced and c in traced}
     if jobs:
-        (work / "jobs.json").write_text(json.dumps({"traces": jobs}))
+        # One process: the stage skips a compare whose side failed (its error line is kept below).
+        compare_jobs = [{"pair": name, "baseline": str(traced[name.split("->")[0]]),
+                         "candidate": str(traced[name.split("->")[1]]), "out": str(out)}
+                        for name, out in compares.items()]
+        (work / "jobs.json").write_text(json.dumps({"traces": jobs, "compares": compare_jobs}))
         done = run_script([str(SCRIPTS / "trace_breakdown.py"), "--jobs", str(work / "jobs.json")]
                           + ["--cpu-has-sme"] * cpu_sme)
         errors += [line for line in done.stderr.splitlines() if "error" in line.lower()]
         traced = {name: out for name, out in traced.items() if (out / "runs.csv").is_file()}
-        compare_jobs = [{"pair": name, "baseline": str(traced[name.split("->")[0]]),
-                         "candidate": str(traced[name.split("->")[1]]), "out": str(out)}
-                        for name, out in compares.items() if all(side in traced for side in name.split("->"))]
-        if compare_jobs:
-            (work / "compares.json").write_text(json.dumps({"traces": [], "compares": compare_jobs}))
-            done = run_script([str(SCRIPTS / "trace_breakdown.py"), "--jobs", str(work / "compares.json")])
-            errors += [line for line in done.stderr.splitlines() if "error" in line.lower()]
     command = [str(SCRIPTS / "timing_stats.py"), "--out", str(work / "e2e_stats.json")]
     for entry in ok_experiments(ctx):
         name = folder_of(entry)
