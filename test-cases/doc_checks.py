@@ -134,16 +134,21 @@ def only_noise_failed(result: subprocess.CompletedProcess, cwd: Path, command: s
     quote the median: every FAIL row is `median_ci`. A page or kit run on a loaded CI machine may
     meet that honestly; every other check must still hold, so the tests accept exactly this case and
     nothing else. Two kinds of command get here: validate_results.py itself (the last thing it
-    printed names validation.json), and a kit's silent verdict check, which reads the run directory
-    recorded in out/kits/<name>_run_dir.txt."""
+    printed names validation.json), and a kit's silent verdict check, which reads validation.json of
+    the run directory recorded in out/kits/<name>_run_dir.txt, or a report the kit saved as
+    out/kits/<name>.json."""
     if result.returncode != 1:
         return False
     written = re.findall(r"wrote (\S+/validation\.json)", result.stdout)
+    silent_verdict_check = "verdict" in command and not (result.stdout + result.stderr).strip()
     recorded = re.findall(r"out/kits/\w+_run_dir\.txt", command)
+    saved = re.findall(r"out/kits/\w+\.json", command)
     if written and result.stdout.rstrip().endswith("validation.md"):
         report = cwd / written[-1]
-    elif recorded and "validation.json" in command and not (result.stdout + result.stderr).strip():
+    elif silent_verdict_check and recorded and "validation.json" in command:
         report = cwd / (cwd / recorded[-1]).read_text().strip() / "validation.json"
+    elif silent_verdict_check and saved:
+        report = cwd / saved[-1]
     else:
         return False
     checks = json.loads(report.read_text())["checks"]
