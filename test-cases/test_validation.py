@@ -443,23 +443,31 @@ def test_results_sme2_labels_that_lie(run_copy: Path):
 
 
 def test_results_outliers_do_not_move_the_median_ci(run_copy: Path):
-    """One 20x outlier per round: CV explodes, the median's CI between processes barely moves."""
+    """A 20x outlier in most rounds: CV explodes, the median's CI between processes barely moves."""
     def width(report: dict) -> float:
         ci = next(c for c in checks_of(report, "median_ci") if c["subject"] == "portable_t1")
         return float(ci["detail"].split(" ms = ")[1].split(" %")[0])
     _, before = run_json(VALIDATE_RESULTS, "--run-dir", run_copy)
+    ci_high = json.loads((run_copy / "e2e_stats.json").read_text())["experiments"]["portable_t1"]["ci95_high_ms"]
     timing_path = run_copy / "portable_t1" / "timing.json"
     timing = json.loads(timing_path.read_text())
-    for round_ in timing["rounds"]:  # one slow outlier per round: a machine busy with something else
+    outliers = 0
+    for round_ in timing["rounds"]:  # a machine busy with something else makes a slow run far slower
         slowest = max(range(len(round_["latencies_ms"])), key=lambda i: round_["latencies_ms"][i])
-        round_["latencies_ms"][slowest] *= 20
+        # Only a run already above the median's CI: it was above the median of (nearly) every
+        # bootstrap resample and stays there, so the CI below may move only by its 2.5 % tail. A
+        # fast round's slowest run could cross the median, which is a different run, not an outlier.
+        if round_["latencies_ms"][slowest] > ci_high:
+            round_["latencies_ms"][slowest] *= 20
+            outliers += 1
+    assert outliers >= 2, (ci_high, [r["latencies_ms"] for r in timing["rounds"]])
     timing["latencies_ms"] = [v for r in timing["rounds"] for v in r["latencies_ms"]]
     timing_path.write_text(json.dumps(timing))
     _, after = run_json(VALIDATE_RESULTS, "--run-dir", run_copy)
     detail = next(c for c in checks_of(after, "median_ci") if c["subject"] == "portable_t1")["detail"]
     cv = float(detail.split("CV ")[1].split(" %")[0])
     assert cv > 100, detail
-    # Only each round's slowest run changed, so the median and its CI stay where they were.
+    # Only runs above the CI changed, so the median and its CI stay where they were.
     assert width(after) <= width(before) * 1.5 + 1.0, (width(before), width(after))
 
 
