@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -21,6 +24,17 @@ def repo_root() -> Path:
 def venv_python() -> str:
     """The interpreter running the tests: the venv the README's test command set up."""
     return sys.executable
+
+
+@functools.cache
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module, to test its functions directly: scripts are standalone files,
+    not a package. One module object per script for the whole session."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_config(folder: Path, experiments: list[dict], compare: list[dict] | None = None, **top) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import posixpath
 import re
 import shutil
 import subprocess

@@ -13,16 +13,16 @@ Linux x86_64 only; scripts/setup_emulator.sh sets up the tools (with CI set, mis
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from conftest import load_script
 
 from test_emulated_device import QEMU, SYSROOT, arm64_runner, emulator  # noqa: F401 (fixtures)
 
@@ -87,14 +87,8 @@ KNOWN_ENCODINGS = {
 }
 
 
-@functools.cache
-def load_isa_evidence():
-    """scripts/isa_evidence.py as a module (scripts are standalone files, not a package)."""
-    spec = importlib.util.spec_from_file_location("isa_evidence", SCRIPTS / "isa_evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["isa_evidence"] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+def load_isa_evidence() -> ModuleType:
+    return load_script("isa_evidence")
 
 
 def run(args: list, **kwargs) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ exit code, one line naming the problem and the fix, no traceback, and the state 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -102,19 +102,11 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def load_breakdown() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("trace_breakdown_faults", SCRIPTS / "trace_breakdown.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("trace_breakdown")
 
 
 def load_analyzer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("analyze_results_faults", SCRIPTS / "analyze_results.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("analyze_results")
 
 
 # --------------------------------------------------------------------------- export_model.py
@@ -261,10 +253,7 @@ def test_corrupt_etdump_or_etrecord_blames_the_right_file(tmp_path: Path, export
 def test_no_etdump_bit_flip_crashes_the_reader(tmp_path: Path, linear_etdump: Path) -> None:
     """Every single-bit flip (the top bit of each byte) of a real ETDump is either one clear error or a
     read: the FlatBuffer reader bounds-checks every offset, so no flip raises anything else."""
-    spec = importlib.util.spec_from_file_location("etdump_events_faults", SCRIPTS / "etdump_events.py")
-    events = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = events
-    spec.loader.exec_module(events)
+    events = load_script("etdump_events")
     data = linear_etdump.read_bytes()
     flipped = tmp_path / "flipped.etdump"
     outcomes = {"error": 0, "read": 0}

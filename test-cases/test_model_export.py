@@ -9,17 +9,16 @@ models and one dtype per 224x224 model; `-m slow` runs the full model x dtype ma
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+from conftest import load_script
 import torch
 
 BUILTINS = ("toy_cnn", "mobilenet_v3_small", "vit_tiny", "mlp")
@@ -56,12 +55,7 @@ def matrix_params() -> list[Any]:
 
 @pytest.fixture(scope="session")
 def export_script(repo_root: Path) -> ModuleType:
-    path = repo_root / "scripts/export_model.py"
-    spec = importlib.util.spec_from_file_location("export_model_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("export_model")
 
 
 @pytest.fixture(scope="session")
@@ -286,10 +280,7 @@ def test_etrecord_links_runner_etdump_to_graph(
     assert delegate_calls and "aten.convolution.default" in delegate_calls[0].op_types
     # trace_breakdown.py reads the same two files without the Inspector and finds the same graph
     # nodes (the Inspector appends "_" to each name for TensorBoard) and the same operators.
-    spec = importlib.util.spec_from_file_location("trace_breakdown_export", repo_root / "scripts/trace_breakdown.py")
-    breakdown = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = breakdown
-    spec.loader.exec_module(breakdown)
+    breakdown = load_script("trace_breakdown")
     trace = breakdown.load_trace(etdump, exported.etrecord)
     lowered = ";".join(name.removesuffix("_") for name in delegate_calls[0].stack_traces)
     assert {e.node for e in trace.runs[0] if e.kind == "op"} == {lowered}

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 ROUNDS = 3
 RUNS_PER_ROUND = 10
@@ -32,11 +31,7 @@ FRAMEWORK_EVENTS = {"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL", "Progra
 
 def load_analyzer(repo_root: Path, script: str = "analyze_results") -> ModuleType:
     """An analysis script as a module, to test its rules and statistics directly."""
-    spec = importlib.util.spec_from_file_location(script, repo_root / f"scripts/{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(script)
 
 
 def run_runner(runner: Path, model: Path, runs: int, extra: list[str]) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ the real scripts as subprocesses, the way a learner or CI runs them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUP = REPO_ROOT / "scripts" / "setup_repo.sh"
@@ -218,11 +218,7 @@ InstalledDir: /opt/android-ndk-r27c/toolchains/llvm/prebuilt/linux-x86_64/bin
 @pytest.fixture(scope="module")
 def validate_setup() -> ModuleType:
     """scripts/validate_setup.py as a module, for its pure parsers."""
-    spec = importlib.util.spec_from_file_location("validate_setup", VALIDATE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("validate_setup")
 
 
 def run(command: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
