@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -56,22 +57,29 @@ SUMMARY_E2E_COLUMNS = ["median_ms", "ci95_low_ms", "ci95_high_ms"]
 SUMMARY_CATEGORY_COLUMNS = ["ms_per_inference", "share_pct"]
 SUMMARY_PAIR_COLUMNS = ["speedup", "ci95_low", "ci95_high"]
 
-EPILOG = f"""\
-compared (each value equal within {RECOMPUTE_REL_TOLERANCE:g} relative or {RECOMPUTE_ABS_TOLERANCE_MS:g} ms):
-  <experiment>/op_stats.csv     per (op_type, backend): {", ".join(OP_STATS_COLUMNS)}
-  <experiment>/categories.csv   per category: {", ".join(CATEGORIES_COLUMNS)}
-  comparison.csv                per (pair, level, name): {", ".join(COMPARISON_COLUMNS)}
-  analysis_summary.json         per experiment e2e {", ".join(SUMMARY_E2E_COLUMNS)}, categories
-                                {", ".join(SUMMARY_CATEGORY_COLUMNS)}; per comparison {", ".join(SUMMARY_PAIR_COLUMNS)}
 
+def compared_line(name: str, rows: str, columns: list[str]) -> str:
+    """One file of the epilog's list, wrapped under its own column."""
+    return textwrap.fill(f"{rows}: {', '.join(columns)}", width=100, initial_indent=f"  {name:<30}",
+                         subsequent_indent=" " * 32)
+
+
+EPILOG = "\n".join([
+    f"compared (each value equal within {RECOMPUTE_REL_TOLERANCE:g} relative or {RECOMPUTE_ABS_TOLERANCE_MS:g} ms):",
+    compared_line("<experiment>/op_stats.csv", "per (op_type, backend)", OP_STATS_COLUMNS),
+    compared_line("<experiment>/categories.csv", "per category", CATEGORIES_COLUMNS),
+    compared_line("comparison.csv", "per (pair, level, name)", COMPARISON_COLUMNS),
+    compared_line("analysis_summary.json", "per experiment e2e", SUMMARY_E2E_COLUMNS) + ";",
+    compared_line("", "categories", SUMMARY_CATEGORY_COLUMNS) + ";",
+    compared_line("", "per comparison", SUMMARY_PAIR_COLUMNS), ""]) + """
 outputs in --out-dir (the run directory is never written):
   <experiment>/                 the recomputed breakdown of each traced experiment (trace_breakdown.py)
   e2e_stats.json                the recomputed timing statistics (timing_stats.py)
-  recompute.json                {{"schema_version", "tool", "run_dir",
-                                 "tolerance": {{"relative", "absolute_ms"}},
+  recompute.json                {"schema_version", "tool", "run_dir",
+                                 "tolerance": {"relative", "absolute_ms"},
                                  "errors": [one line each], "e2e_stats": path or null,
-                                 "traced": {{experiment folder: recomputed breakdown folder}},
-                                 "files": [{{"subject", "what", "problems": ["row column: found, recomputed"]}}]}}
+                                 "traced": {experiment folder: recomputed breakdown folder},
+                                 "files": [{"subject", "what", "problems": ["row column: found, recomputed"]}]}
                                 one files entry per derived file compared; problems is empty when it matches
 
 exit status: 0 every file matches, 1 a file disagrees or the recomputation failed, 2 bad input.
