@@ -6,7 +6,7 @@ per inference, its 95 % CI, the speedup of each compare pair and its CI. Every t
 separate runner process, and what a reader meets on the next run is the variation between
 processes, so the CIs resample rounds first and then runs within each drawn round (as pyperf
 treats processes). A single round (or a trace) gives only a within-process CI, and says so.
-analyze_results.py and validate_results.py run it as a subprocess and read the JSON it writes.
+analyze_results.py and recompute_results.py run it as a subprocess and read the JSON it writes.
 
 Example:
     python scripts/timing_stats.py --experiment portable_t1 out/run/portable_t1/timing.json \\

@@ -5,7 +5,7 @@ The stage of the analysis that turns a `trace.etdump` (and the model's `.etrecor
 into the operator tables, and owns the operator rules of this kit: the category rule table, the
 kernel path read from XNNPACK datatype tags, and how operators of two experiments are paired. It
 reads the events through the stage etdump_events.py (which must sit beside it);
-analyze_results.py and validate_results.py run it as a subprocess and read the files it writes.
+analyze_results.py and recompute_results.py run it as a subprocess and read the files it writes.
 
 Every operator event of every traced run is kept (ops.csv). Exclusive times are summed per
 operator instance, op type and category within each run; the headline is the median over runs

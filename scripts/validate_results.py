@@ -8,9 +8,9 @@ are sound: every experiment has its files or a recorded error, latencies are pos
 finite, the median's confidence interval between processes is narrow and the rounds agree,
 there are enough runs for the confidence interval, the traced Method::execute median agrees
 with the untraced timing median, category shares add up to about 100 %, SME2 labels match what
-ran, and each comparison makes sense for this CPU. Every headline is recomputed from the raw
-timing.json and trace.etdump (by running trace_breakdown.py, with its etdump_events.py, and timing_stats.py, which sit
-beside this script, into a temporary folder): a derived file that disagrees is a FAIL.
+ran, and each comparison makes sense for this CPU. recompute_results.py (beside this script; it runs
+trace_breakdown.py, with its etdump_events.py, and timing_stats.py into a temporary folder) recomputes
+every headline from the raw timing.json and trace.etdump: a derived file that disagrees is a FAIL.
 
 Prints one row per check, PASS / WARN / FAIL (SKIP when it does not apply), with the fix for
 anything that is not PASS, then a verdict and the next action (proceed, rerun, troubleshoot).
@@ -49,10 +49,6 @@ SCRIPTS = Path(__file__).resolve().parent
 # yardstick for a median: one 100x outlier makes CV huge and leaves the median where it was.
 CI_WIDTH_WARN_PCT = 10.0   # a quiet machine stays below this
 CI_WIDTH_FAIL_PCT = 50.0   # wider: the median is not known well enough to quote
-# Derived numbers must equal their recomputation from the raw files (same code, same seed);
-# the CSVs keep 10 significant digits.
-RECOMPUTE_REL_TOLERANCE = 1e-6
-RECOMPUTE_ABS_TOLERANCE_MS = 1e-9
 # analyze_results.py computes a 95 % bootstrap CI of the median from this many runs; below it
 # the report shows no CI. More runs give a narrower CI.
 MIN_RUNS_FOR_CI = 10
@@ -112,10 +108,9 @@ expected metrics ranges (what a sound run looks like; the thresholds of the chec
                                wider: the median is not known (FAIL); fewer than 5 rounds: WARN
   round agreement              every round's own CI of the median overlaps every other's (else WARN:
                                the machine changed between processes; quote the between-process CI)
-  recomputation                every headline (E2E medians and CIs, speedups and CIs, op_stats.csv,
-                               categories.csv, comparison.csv, analysis_summary.json) equals its
-                               recomputation from timing.json and trace.etdump within
-                               {RECOMPUTE_REL_TOLERANCE:g} relative (FAIL otherwise)
+  recomputation                every derived file (op_stats.csv, categories.csv, comparison.csv,
+                               analysis_summary.json) equals its recomputation from the raw files
+                               within the tolerance of recompute_results.py --help (FAIL otherwise)
   runs per experiment          >= {MIN_RUNS_FOR_CI} for a 95 % bootstrap CI of the median (fewer: no CI, FAIL);
                                < {RECOMMENDED_RUNS} gives a wide CI (WARN)
   trace vs timing median       traced Method::execute median = timing median
@@ -171,7 +166,7 @@ class RunContext:
     cpu: dict[str, Any]
     emulated: bool
     strict: bool
-    recomputed: Optional["Recomputed"] = None
+    recomputed: Optional[dict[str, Any]] = None  # recompute.json of recompute_results.py, with "stats"
 
     def analyze_command(self) -> str:
         return f"{kit_command('analyze_results.py')} --run-dir {self.run_dir}"
@@ -226,10 +221,9 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 def as_float(value: Any) -> Optional[float]:
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return number
 
 
 def is_positive_finite(value: Any) -> bool:
@@ -249,11 +243,6 @@ def folder_of(entry: dict[str, Any]) -> str:
 def ok_experiments(ctx: RunContext) -> list[dict[str, Any]]:
     return [entry for entry in experiments_of(ctx.manifest)
             if entry.get("status") == "ok" and (ctx.run_dir / folder_of(entry)).is_dir()]
-
-
-def timing_latencies(folder: Path) -> tuple[Optional[list[Any]], str]:
-    """Every latency of timing.json (all rounds), or None and why not."""
-    return timing_latencies_from(folder / "timing.json")
 
 
 def timing_latencies_from(path: Path) -> tuple[Optional[list[Any]], str]:
@@ -406,7 +395,7 @@ def check_latencies(ctx: RunContext) -> list[Check]:
                                 "no timing mode" + (f"; manifest has {', '.join(bad_manifest)}" if bad_manifest else ""),
                                 f"measure again: {ctx.rerun_command()}" if bad_manifest else ""))
             continue
-        latencies, why = timing_latencies(folder)
+        latencies, why = timing_latencies_from(folder / "timing.json")
         if latencies is None:
             checks.append(Check("latencies", folder.name, "FAIL", why, f"measure again: {ctx.rerun_command()}"))
             continue
@@ -433,169 +422,48 @@ def check_latencies(ctx: RunContext) -> list[Check]:
 
 
 def valid_latencies(ctx: RunContext, entry: dict[str, Any]) -> Optional[list[float]]:
-    latencies, _ = timing_latencies(ctx.run_dir / folder_of(entry))
+    latencies, _ = timing_latencies_from(ctx.run_dir / folder_of(entry) / "timing.json")
     if not latencies or not all(is_positive_finite(value) for value in latencies):
         return None
     return [float(value) for value in latencies]
 
 
-@dataclass
-class Recomputed:
-    """What the stage scripts computed afresh from the raw files, in a temporary folder."""
-    folder: Path
-    stats: dict[str, Any]
-    traced: dict[str, Path]       # experiment folder -> recomputed breakdown folder
-    compares: dict[str, Path]     # pair name -> recomputed comparison rows
-    errors: list[str]
-
-
-def run_script(command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *command], capture_output=True, text=True)
-
-
-def recompute(ctx: RunContext, work: Path) -> Recomputed:
-    """Run trace_breakdown.py and timing_stats.py on the raw files into `work` (nothing in the run
-    directory is written)."""
-    cpu_sme = bool(ctx.cpu.get("sme2") or ctx.cpu.get("sme"))
-    traced, jobs, errors = {}, [], []
-    for entry in ok_experiments(ctx):
-        folder = ctx.run_dir / folder_of(entry)
-        if (folder / "trace.etdump").is_file():
-            recorded = {}
-            try:
-                recorded = read_json_file(folder / "breakdown.json", "breakdown")
-            except ValidationError:
-                pass
-            etrecord = recorded.get("etrecord")
-            traced[folder.name] = work / folder.name
-            jobs.append({"etdump": str(folder / "trace.etdump"), "outdir": str(work / folder.name),
-                         "name": folder.name, "etrecord": etrecord if etrecord and Path(etrecord).is_file() else None})
-    pairs = [(p.get("baseline"), p.get("candidate")) for p in ctx.manifest.get("compare") or []]
-    compares = {f"{b}->{c}": work / f"compare_{n}.csv" for n, (b, c) in enumerate(pairs) if b in traced and c in traced}
-    if jobs:
-        # One process: the stage skips a compare whose side failed (its error line is kept below).
-        compare_jobs = [{"pair": name, "baseline": str(traced[name.split("->")[0]]),
-                         "candidate": str(traced[name.split("->")[1]]), "out": str(out)}
-                        for name, out in compares.items()]
-        (work / "jobs.json").write_text(json.dumps({"traces": jobs, "compares": compare_jobs}))
-        done = run_script([str(SCRIPTS / "trace_breakdown.py"), "--jobs", str(work / "jobs.json")]
-                          + ["--cpu-has-sme"] * cpu_sme)
-        errors += [line for line in done.stderr.splitlines() if "error" in line.lower()]
-        traced = {name: out for name, out in traced.items() if (out / "runs.csv").is_file()}
-    command = [str(SCRIPTS / "timing_stats.py"), "--out", str(work / "e2e_stats.json")]
-    for entry in ok_experiments(ctx):
-        name = folder_of(entry)
-        if (ctx.run_dir / name / "timing.json").is_file():
-            command += ["--experiment", name, str(ctx.run_dir / name / "timing.json")]
-        if name in traced:
-            command += ["--trace-runs", name, str(traced[name] / "runs.csv")]
-    for base, cand in pairs:
-        command += ["--pair", str(base), str(cand)]
-    for entry in ctx.manifest.get("compare") or []:  # as analyze_results.py: no pairing across sessions
-        if isinstance(entry, dict) and entry.get("rounds_interleaved") is False:
-            command += ["--not-interleaved", str(entry.get("baseline")), str(entry.get("candidate"))]
-    stats: dict[str, Any] = {"experiments": {}, "pairs": []}
-    if "--experiment" in command or "--trace-runs" in command:
-        run_script(command)
-        try:
-            stats = read_json_file(work / "e2e_stats.json", "recomputed timing statistics")
-        except ValidationError as error:
-            errors.append(str(error))
-    return Recomputed(work, stats, traced, {k: v for k, v in compares.items() if v.is_file()}, errors)
-
-
-def close(a: Any, b: Any) -> bool:
-    """Equal within the recomputation tolerance; both empty counts as equal."""
-    x, y = as_float(a), as_float(b)
-    if x is None or y is None or not math.isfinite(x) or not math.isfinite(y):
-        return (x is None or not math.isfinite(x)) and (y is None or not math.isfinite(y))
-    return abs(x - y) <= max(RECOMPUTE_ABS_TOLERANCE_MS, RECOMPUTE_REL_TOLERANCE * max(abs(x), abs(y)))
-
-
-def differences(found: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]], columns: list[str]) -> list[str]:
-    """'row column: found X, recomputed Y' for every value that disagrees, and missing/extra rows."""
-    problems = [f"{key}: missing" for key in expected if key not in found]
-    problems += [f"{key}: not in the raw data" for key in found if key not in expected]
-    for key, row in expected.items():
-        if key in found:
-            problems += [f"{key} {column}: {found[key].get(column)!r}, recomputed {row.get(column)!r}"
-                         for column in columns if not close(found[key].get(column), row.get(column))]
-    return problems
-
-
-def csv_rows(path: Path, key: list[str]) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    return {" | ".join(row.get(k, "") for k in key): row for row in read_csv_rows(path)}
-
-
-def recompute_check(subject: str, problems: list[str], what: str, ctx: RunContext) -> Check:
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        return Check("recompute", subject, "FAIL", f"{what} disagrees with the raw data: {shown}",
-                     f"the file was edited or is stale: regenerate the analysis ({ctx.analyze_command()})")
-    return Check("recompute", subject, "PASS", f"{what} matches its recomputation from the raw files")
+def recompute(ctx: RunContext, work: Path) -> dict[str, Any]:
+    """recompute_results.py's recompute.json (it writes only into `work`), plus "stats": its e2e_stats.json."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / "recompute_results.py"), "--run-dir", str(ctx.run_dir),
+                           "--out-dir", str(work)] + ["--skip-summary"] * (ctx.summary is None),
+                          capture_output=True, text=True)
+    try:
+        found = read_json_file(work / "recompute.json", "recomputation")
+        found["stats"] = read_json_file(Path(found["e2e_stats"]), "recomputed timing statistics") \
+            if found.get("e2e_stats") else {}
+    except ValidationError as error:  # bad input ends recompute_results.py in one line: keep that line
+        found = {"errors": [(done.stderr.strip().splitlines() or [str(error)])[-1].removeprefix("error: ")]}
+    return found
 
 
 def check_recompute(ctx: RunContext) -> list[Check]:
+    """One row per derived file recompute_results.py compared with its recomputation."""
     rec = ctx.recomputed
     if rec is None:
         return [Check("recompute", "run", "SKIP", "nothing to recompute")]
-    checks = [Check("recompute", "run", "FAIL", "recomputation failed: " + "; ".join(rec.errors),
-                    f"measure again: {ctx.rerun_command()}")] if rec.errors else []
-    for folder, out in rec.traced.items():
-        found = csv_rows(ctx.run_dir / folder / "op_stats.csv", ["op_type", "backend"])
-        checks.append(recompute_check(f"{folder}/op_stats.csv", differences(
-            found, csv_rows(out / "op_stats.csv", ["op_type", "backend"]),
-            ["instances_per_run", "count", "ms_per_inference", "ci95_low_ms", "ci95_high_ms", "mean_ms",
-             "share_of_e2e_pct"]), "op_stats.csv", ctx))
-        checks.append(recompute_check(f"{folder}/categories.csv", differences(
-            csv_rows(ctx.run_dir / folder / "categories.csv", ["category"]), csv_rows(out / "categories.csv", ["category"]),
-            ["ms_per_inference", "share_pct", "share_ci95_low_pct", "share_ci95_high_pct", "sme_path_ms"]),
-            "categories.csv", ctx))
-    expected_rows: dict[str, dict[str, Any]] = {}
-    e2e = {folder: entry for folder, entry in (rec.stats.get("experiments") or {}).items() if not entry.get("error")}
-    for pair in rec.stats.get("pairs") or []:
-        if pair.get("error"):
-            continue
-        name = f"{pair['baseline']}->{pair['candidate']}"
-        expected_rows[f"{name} | e2e | E2E median"] = {
-            "baseline_ms": e2e.get(pair["baseline"], {}).get("median_ms"),
-            "candidate_ms": e2e.get(pair["candidate"], {}).get("median_ms"), "speedup": pair["speedup"],
-            "speedup_ci_low": pair["ci95_low"], "speedup_ci_high": pair["ci95_high"],
-            "baseline_share_pct": 100.0, "candidate_share_pct": 100.0}
-        if name in rec.compares:
-            expected_rows.update(csv_rows(rec.compares[name], ["pair", "level", "name"]))
-    if ctx.manifest.get("compare"):
-        checks.append(recompute_check("comparison.csv", differences(
-            csv_rows(ctx.run_dir / "comparison.csv", ["pair", "level", "name"]), expected_rows,
-            ["baseline_ms", "candidate_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "baseline_share_pct",
-             "candidate_share_pct"]), "comparison.csv", ctx))
-    if ctx.summary is not None:
-        problems: list[str] = []
-        for folder, entry in e2e.items():
-            summary_exp = summary_entry(ctx, folder)
-            problems += differences({f"{folder} e2e": summary_exp.get("e2e") or {}}, {f"{folder} e2e": entry},
-                                    ["median_ms", "ci95_low_ms", "ci95_high_ms"])
-            if folder in rec.traced:
-                rows = {f"{folder} {row['category']}": row for row in read_csv_rows(rec.traced[folder] / "categories.csv")}
-                found = {key: (summary_exp.get("categories") or {}).get(key.split(" ", 1)[1]) or {} for key in rows}
-                problems += differences(found, rows, ["ms_per_inference", "share_pct"])
-        for pair in rec.stats.get("pairs") or []:
-            if pair.get("error"):
-                continue
-            key = f"{pair['baseline']}->{pair['candidate']}"
-            found_pair = next((c for c in ctx.summary.get("comparisons") or [] if c.get("baseline") == pair["baseline"]
-                               and c.get("candidate") == pair["candidate"]), {})
-            problems += differences({key: found_pair}, {key: pair}, ["speedup", "ci95_low", "ci95_high"])
-        checks.append(recompute_check("analysis_summary.json", problems, "analysis_summary.json", ctx))
+    errors = [str(line) for line in rec.get("errors") or []]
+    checks = [Check("recompute", "run", "FAIL", "recomputation failed: " + "; ".join(errors),
+                    f"measure again: {ctx.rerun_command()}")] if errors else []
+    fix = f"the file was edited or is stale: regenerate the analysis ({ctx.analyze_command()})"
+    for entry in (entry for entry in rec.get("files") or [] if isinstance(entry, dict)):
+        subject, what, problems = str(entry.get("subject")), str(entry.get("what")), list(entry.get("problems") or [])
+        shown = "; ".join(map(str, problems[:3])) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        checks.append(Check("recompute", subject, "FAIL", f"{what} disagrees with the raw data: {shown}", fix)
+                      if problems else Check("recompute", subject, "PASS",
+                                             f"{what} matches its recomputation from the raw files"))
     return checks
 
 
 def check_median_ci(ctx: RunContext) -> list[Check]:
     """The median's CI between processes (recomputed from timing.json), and whether the rounds agree."""
     checks = []
-    stats = (ctx.recomputed.stats.get("experiments") or {}) if ctx.recomputed else {}
+    stats = ((ctx.recomputed or {}).get("stats") or {}).get("experiments") or {}
     fix = ("quiet the machine (close other apps, plug in power, let it cool), pin threads with cpu_affinity, or "
            f"raise rounds; then: {ctx.rerun_command()}")
     for entry in ok_experiments(ctx):
@@ -806,11 +674,8 @@ def check_analysis(ctx: RunContext) -> list[Check]:
                                 f"the CPU was emulated but report.md never says \"{EMULATED_PHRASE}\"",
                                 f"regenerate the report: {ctx.analyze_command()}"))
         else:
-            said = []
-            if not ctx.cpu.get("sme2"):
-                said.append(f"says \"{NOT_AVAILABLE_PHRASE}\"")
-            if ctx.emulated:
-                said.append(f"says \"{EMULATED_PHRASE}\"")
+            said = [f"says \"{phrase}\"" for phrase, applies in ((NOT_AVAILABLE_PHRASE, not ctx.cpu.get("sme2")),
+                                                                (EMULATED_PHRASE, ctx.emulated)) if applies]
             checks.append(Check("analysis", "report.md", "PASS", "present" + (": " + ", ".join(said) if said else "")))
     return checks
 
@@ -917,10 +782,7 @@ def judge_comparison(ctx: RunContext, subject: str, found: dict[str, Any], base:
                      "the ON runner did not use SME2 kernels: check its runner.json cmake_flags "
                      f"(XNNPACK_ENABLE_ARM_SME2=ON) and see {TROUBLESHOOTING_KIT}")
     # Speedup of ON over OFF and its CI, whichever side the config made the candidate.
-    if labels[1] == "on":
-        on_low, on_high = low, high
-    else:
-        on_low, on_high = (1 / high if high else None), (1 / low if low else None)
+    on_low, on_high = (low, high) if labels[1] == "on" else ((1 / high if high else None), (1 / low if low else None))
     if on_low is None or on_low <= 1.0:
         slower = on_high is not None and on_high < 1.0
         return Check("comparison", subject, "FAIL",
@@ -999,7 +861,9 @@ def verdict_of(checks: list[Check]) -> tuple[str, str, str]:
 def build_report(target: Path, checks: list[Check], ctx: Optional[RunContext]) -> dict[str, Any]:
     verdict, action, hint = verdict_of(checks)
     facts: dict[str, Any] = {"cpu_sme2": None, "emulated": None, "chip": None, "experiments": [], "compare": []}
+    recompute_tolerance = None  # recompute_results.py owns the tolerance and writes it into recompute.json
     if ctx is not None:
+        recompute_tolerance = ((ctx.recomputed or {}).get("tolerance") or {}).get("relative")
         facts = {"cpu_sme2": bool(ctx.cpu.get("sme2")), "emulated": ctx.emulated,
                  "chip": ctx.cpu.get("chip") or ctx.cpu.get("model"),
                  "experiments": [folder_of(entry) for entry in experiments_of(ctx.manifest)],
@@ -1011,7 +875,7 @@ def build_report(target: Path, checks: list[Check], ctx: Optional[RunContext]) -
         "counts": {status: sum(check.status == status for check in checks) for status in ("PASS", "WARN", "FAIL", "SKIP")},
         "checks": [asdict(check) for check in checks], "facts": facts,
         "thresholds": {"ci_width_warn_pct": CI_WIDTH_WARN_PCT, "ci_width_fail_pct": CI_WIDTH_FAIL_PCT,
-                       "recompute_rel_tolerance": RECOMPUTE_REL_TOLERANCE, "min_runs_for_ci": MIN_RUNS_FOR_CI,
+                       "recompute_rel_tolerance": recompute_tolerance, "min_runs_for_ci": MIN_RUNS_FOR_CI,
                        "recommended_runs": RECOMMENDED_RUNS, "trace_overhead_fraction": TRACE_OVERHEAD_FRACTION,
                        "trace_cost_per_op_ms": TRACE_COST_PER_OP_MS,
                        "trace_tolerance_fraction": TRACE_TOLERANCE_FRACTION,

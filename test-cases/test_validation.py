@@ -495,3 +495,95 @@ def test_results_doctored_derived_file_fails(run_copy: Path, doctored: str):
     (failed,) = checks_of(report, "recompute", "FAIL")
     assert failed["subject"] == doctored and "disagrees with the raw data" in failed["detail"]
     assert "analyze_results.py --run-dir" in failed["fix"]
+
+
+# --------------------------------------------------------------------------- recompute_results.py
+
+RECOMPUTE_RESULTS = SCRIPTS / "recompute_results.py"
+DERIVED_FILES = {"portable_t1/op_stats.csv", "portable_t1/categories.csv", "xnnpack_t1/op_stats.csv",
+                 "xnnpack_t1/categories.csv", "comparison.csv", "analysis_summary.json"}
+
+
+def test_recompute_results_matches_a_fresh_run(pipeline_run: Path, tmp_path: Path):
+    """Every derived file of a fresh run is listed, with no problem; the run directory is only read."""
+    before = tree_digest(pipeline_run)
+    result = run(RECOMPUTE_RESULTS, "--run-dir", pipeline_run, "--out-dir", tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads((tmp_path / "work" / "recompute.json").read_text())
+    assert found["errors"] == [] and found["tolerance"]["relative"] > 0
+    assert {entry["subject"]: entry["problems"] for entry in found["files"]} == {name: [] for name in DERIVED_FILES}
+    assert set(json.loads(Path(found["e2e_stats"]).read_text())["experiments"]) == {"portable_t1", "xnnpack_t1"}
+    assert all((Path(folder) / "op_stats.csv").is_file() for folder in found["traced"].values())
+    assert tree_digest(pipeline_run) == before
+    assert not list((tmp_path / "work").glob(".*partial*"))
+
+
+def test_recompute_results_names_a_doctored_value(run_copy: Path, tmp_path: Path):
+    """A share doubled by hand in op_stats.csv is that file's one problem, naming row, column and both values."""
+    path = run_copy / "xnnpack_t1" / "op_stats.csv"
+    rows = list(csv.DictReader(path.open()))
+    edited = next(r for r in rows if r["share_of_e2e_pct"] not in ("", "0"))
+    original = edited["share_of_e2e_pct"]
+    edited["share_of_e2e_pct"] = str(float(original) * 2)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = run(RECOMPUTE_RESULTS, "--run-dir", run_copy, "--out-dir", tmp_path / "work")
+    assert result.returncode == 1 and "differs xnnpack_t1/op_stats.csv" in result.stdout
+    problems = {entry["subject"]: entry["problems"] for entry in
+                json.loads((tmp_path / "work" / "recompute.json").read_text())["files"]}
+    (problem,) = problems.pop("xnnpack_t1/op_stats.csv")
+    prefix = f"{edited['op_type']} | {edited['backend']} share_of_e2e_pct: {edited['share_of_e2e_pct']!r}, recomputed "
+    assert problem.startswith(prefix), problem
+    assert float(problem.removeprefix(prefix).strip("'")) == pytest.approx(float(original), rel=1e-6)
+    assert problems == {name: [] for name in DERIVED_FILES - {"xnnpack_t1/op_stats.csv"}}
+
+
+def write_run(folder: Path, manifest: Any, summary: Any = None) -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    if summary is not None:
+        (folder / "analysis_summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+GOOD_MANIFEST = {"experiments": [], "compare": [], "host": {"sme2": False}}
+
+
+@pytest.mark.parametrize("manifest, summary, needle", [
+    ("[]", None, "the manifest is a JSON list, not an object"),
+    ('{"experiments": [', None, "manifest is not valid JSON"),
+    ({"compare": []}, None, "no 'experiments' list"),
+    ({"experiments": "tiny"}, None, "'experiments' has the wrong type (str)"),
+    ({"experiments": [1]}, None, "an entry of 'experiments' is not a JSON object"),
+    ({"experiments": [], "compare": [["a", "b"]]}, None, "an entry of 'compare' is not a JSON object"),
+    ({"experiments": [], "host": "x86"}, None, "'host' has the wrong type (str)"),
+    (GOOD_MANIFEST, ["not", "an", "object"], "the analysis summary is a JSON list, not an object"),
+    (GOOD_MANIFEST, {"experiments": ["tiny_t1"]}, "'experiments' must be an object and 'comparisons' a list"),
+    (GOOD_MANIFEST, {"experiments": {"tiny_t1": {"e2e": 3}}}, "experiment 'tiny_t1' is not an object"),
+    (GOOD_MANIFEST, {"experiments": {}, "comparisons": [None]}, "an entry of 'comparisons' is not a JSON object"),
+], ids=["manifest_list", "manifest_truncated", "no_experiments", "experiments_string", "experiment_number",
+        "compare_list", "host_string", "summary_list", "summary_experiments_list", "summary_e2e_number",
+        "summary_comparison_null"])
+def test_recompute_results_hostile_json(tmp_path: Path, manifest: Any, summary: Any, needle: str):
+    run_dir = write_run(tmp_path / "run", manifest, summary)
+    result = run(RECOMPUTE_RESULTS, "--run-dir", run_dir, "--out-dir", tmp_path / "work")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and needle in line and "; " in line, line
+    assert not (tmp_path / "work" / "recompute.json").exists()
+
+
+def test_recompute_results_bad_places(tmp_path: Path):
+    """A missing run directory, an --out-dir that cannot be created, one inside the run directory."""
+    run_dir = write_run(tmp_path / "run", GOOD_MANIFEST)
+    (tmp_path / "a_file").write_text("")
+    for args, needle in [((tmp_path / "nowhere", tmp_path / "work"), "no such run directory"),
+                         ((run_dir, tmp_path / "a_file" / "work"), "cannot write there"),
+                         ((run_dir, run_dir / "work"), "is inside the run directory")]:
+        result = run(RECOMPUTE_RESULTS, "--run-dir", args[0], "--out-dir", args[1])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: ") and needle in line, line
+    assert sorted(p.name for p in run_dir.iterdir()) == ["manifest.json"]
