@@ -70,6 +70,7 @@ TRACE_MISMATCH_FACTOR = 2.0
 SHARE_SUM_TOLERANCE_PP = 10.0
 
 ANALYSIS_FILES = ("ops.csv", "op_stats.csv", "categories.csv")
+SUMMARY_OBJECTS = ("e2e", "trace_e2e", "categories", "kernels")  # per experiment in analysis_summary.json
 RUN_LEVEL_ANALYSIS_FILES = ("report.md", "analysis_summary.json", "trace.json")
 OUTPUT_FILES = ("validation.json", "validation.md")
 MANIFEST_KEYS = ("schema_version", "created", "pipeline", "config", "versions", "host", "runners",
@@ -166,6 +167,7 @@ class RunContext:
     cpu: dict[str, Any]
     emulated: bool
     strict: bool
+    summary_problem: Optional[str] = None  # why analysis_summary.json was set aside (summary None)
     recomputed: Optional[dict[str, Any]] = None  # recompute.json of recompute_results.py, with "stats"
 
     def analyze_command(self) -> str:
@@ -633,7 +635,8 @@ def check_analysis(ctx: RunContext) -> list[Check]:
     if ctx.summary is None:
         why = f" (the pipeline's analysis {recorded['status']}: {recorded.get('detail') or 'see its output'})" \
             if recorded.get("status") in ("failed", "not_run") else ""
-        return [Check("analysis", "run", "FAIL", f"analysis_summary.json is missing or unreadable{why}",
+        what = f"has the wrong shape: {ctx.summary_problem}" if ctx.summary_problem else "is missing or unreadable"
+        return [Check("analysis", "run", "FAIL", f"analysis_summary.json {what}{why}",
                       f"run the analysis: {ctx.analyze_command()}")]
     checks = []
     if recorded.get("status") == "failed":
@@ -807,9 +810,25 @@ def load_context(run_dir: Path, strict: bool) -> RunContext:
         summary: Optional[dict[str, Any]] = read_json_file(run_dir / "analysis_summary.json", "analysis summary")
     except ValidationError:
         summary = None
+    problem = summary_shape_problem(summary) if summary is not None else None
     cpu = manifest.get("device") or manifest.get("host") or {}
     emulated = bool((manifest.get("device") or {}).get("emulated") or (manifest.get("host") or {}).get("emulated"))
-    return RunContext(run_dir=run_dir, manifest=manifest, summary=summary, cpu=cpu, emulated=emulated, strict=strict)
+    return RunContext(run_dir=run_dir, manifest=manifest, summary=None if problem else summary, cpu=cpu,
+                      emulated=emulated, strict=strict, summary_problem=problem)
+
+
+def summary_shape_problem(summary: dict[str, Any]) -> Optional[str]:
+    """What in analysis_summary.json lacks the documented type (scripts/README.md), or None."""
+    experiments, comparisons = summary.get("experiments") or {}, summary.get("comparisons") or []
+    if not isinstance(experiments, dict) or not isinstance(comparisons, list):
+        return "'experiments' must be an object and 'comparisons' a list"
+    for name, entry in experiments.items():
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(key) or {}, dict) for key in SUMMARY_OBJECTS) \
+                or any(not isinstance(entry.get(key) or [], list) for key in ("errors", "warnings")):
+            return f"experiment {name!r} needs {', '.join(SUMMARY_OBJECTS)} objects and errors, warnings lists"
+    if any(not isinstance(entry, dict) for entry in comparisons):
+        return "an entry of 'comparisons' is not an object"
+    return None
 
 
 def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
@@ -836,10 +855,21 @@ def run_checks(ctx: RunContext) -> list[Check]:
 
 def run_check_groups(ctx: RunContext) -> list[Check]:
     checks = []
-    for check_group in (check_manifest, check_experiment_status, check_experiment_files, check_latencies,
-                        check_median_ci, check_ci_runs, check_trace_vs_timing, check_category_shares, check_recompute,
-                        check_analysis, check_sme2_labels, check_comparisons):
-        checks.extend(check_group(ctx))
+    for check_id, check_group in (
+            ("manifest", check_manifest), ("experiment_status", check_experiment_status),
+            ("experiment_files", check_experiment_files), ("latencies", check_latencies), ("median_ci", check_median_ci),
+            ("ci_runs", check_ci_runs), ("trace_vs_timing", check_trace_vs_timing),
+            ("category_shares", check_category_shares), ("recompute", check_recompute), ("analysis", check_analysis),
+            ("sme2_labels", check_sme2_labels), ("comparison", check_comparisons)):
+        try:
+            checks.extend(check_group(ctx))
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as error:
+            # A field of a hand-edited or half-written JSON file has a type no kit writes: this
+            # check fails in one row, and the others still run.
+            checks.append(Check(check_id, "run", "FAIL", "a field of manifest.json or analysis_summary.json has the "
+                                f"wrong type ({type(error).__name__}: {error})",
+                                f"restore the file from the run, or rerun the analysis ({ctx.analyze_command()}) "
+                                f"or the pipeline ({ctx.rerun_command()})"))
     return checks
 
 

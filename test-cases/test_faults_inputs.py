@@ -428,6 +428,35 @@ def test_wrong_shaped_manifest(run_copy: Path, name: str, breakage: Any, needle:
     assert report["verdict"] == "fail" and "manifest.json" in report["checks"][0]["detail"]
 
 
+def edit_json(path: Path, change: Any) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("file, change, check_id, needle", [
+    ("analysis_summary.json", lambda d: d.update(comparisons="x"), "analysis", "has the wrong shape"),
+    ("analysis_summary.json", lambda d: d["experiments"]["tiny_t1"].update(e2e=7), "analysis", "has the wrong shape"),
+    ("analysis_summary.json", lambda d: d["experiments"]["tiny_t1"].update(warnings=[None, 1]), None, None),
+    ("manifest.json", lambda d: d["experiments"][0].update(files=7), "experiment_files", "wrong type"),
+    ("manifest.json", lambda d: d.update(analysis=[1]), "analysis", "wrong type"),
+    ("manifest.json", lambda d: d["runners"].update({k: "x" for k in d["runners"]}), "sme2_labels", "wrong type"),
+], ids=["summary_comparisons_string", "summary_e2e_number", "summary_warnings_not_text", "manifest_files_number",
+        "manifest_analysis_list", "manifest_runner_string"])
+def test_wrong_typed_field_fails_its_check(run_copy: Path, file: str, change: Any, check_id: str | None,
+                                            needle: str | None) -> None:
+    """A field of a type no kit writes (a hand edit): the check that reads it FAILs in one row naming
+    the file, the other checks still run, and nothing ends in a traceback."""
+    edit_json(run_copy / file, change)
+    validated = run("validate_results.py", "--run-dir", run_copy, "--json")
+    assert validated.returncode == 1 and TRACEBACK not in validated.stderr, validated.stderr[-2000:]
+    report = json.loads(validated.stdout)
+    assert report["verdict"] == "fail" and any(c["id"] == "latencies" for c in report["checks"])
+    if check_id:
+        failed = [c for c in report["checks"] if c["id"] == check_id and c["status"] == "FAIL"]
+        assert failed and needle in failed[0]["detail"] and file in failed[0]["detail"], report["checks"]
+
+
 @pytest.mark.parametrize("change, needle", [
     (lambda timing: [1, 2], "is a JSON list, not an object"),
     (lambda timing: {**timing, "rounds": "abc"}, "'rounds'"),
