@@ -131,6 +131,12 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+# The per-entry fields the analysis reads and their types (absent or null is fine).
+EXPERIMENT_FIELDS = {"name": str, "dir": str, "runner": str, "model": str, "status": str, "error": str,
+                     "sme2_label": str, "threads": int}
+COMPARE_FIELDS = {"baseline": str, "candidate": str}
+
+
 def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
     """Fields the analysis reads must have the documented types (scripts/README.md), or it stops here."""
     expected = {"experiments": list, "compare": (list, type(None)), "host": (dict, type(None)),
@@ -143,6 +149,13 @@ def check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
         if any(not isinstance(entry, dict) for entry in manifest.get(key) or []):
             raise AnalysisError(f"{path}: an entry of '{key}' is not a JSON object; "
                                 "restore manifest.json from the run or re-run the pipeline")
+    for key, fields in (("experiments", EXPERIMENT_FIELDS), ("compare", COMPARE_FIELDS)):
+        for entry in manifest.get(key) or []:
+            wrong = [name for name, kind in fields.items() if entry.get(name) is not None
+                     and (not isinstance(entry[name], kind) or isinstance(entry[name], bool))]
+            if wrong:
+                raise AnalysisError(f"{path}: {', '.join(repr(name) for name in wrong)} of an entry of '{key}' has "
+                                    "the wrong type; restore manifest.json from the run or re-run the pipeline")
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -626,6 +639,10 @@ def experiments_from_run_dir(run_dir: Path, manifest: dict[str, Any]) -> list[Ex
     experiments = []
     for entry in entries:
         folder_name = entry.get("dir") or f"{entry.get('name')}_t{entry.get('threads')}"
+        if folder_name in (".", "..") or "/" in folder_name or "\\" in folder_name:
+            # The analysis writes into each experiment's folder: it must lie directly in the run directory.
+            raise AnalysisError(f"{run_dir / 'manifest.json'}: experiment folder {folder_name!r} is not a folder "
+                                "name in the run directory; restore manifest.json from the run or re-run the pipeline")
         exp = Experiment(name=folder_name, folder=run_dir / folder_name, meta=entry,
                          status=entry.get("status", "ok"), error=entry.get("error"))
         if exp.status == "ok" and not exp.folder.is_dir():

@@ -434,6 +434,23 @@ def edit_json(path: Path, change: Any) -> None:
     path.write_text(json.dumps(document))
 
 
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d["experiments"][0].update(name=[1], dir=None), "'name' of an entry of 'experiments'"),
+    (lambda d: d["experiments"][0].update(model=["a.pte"]), "'model' of an entry of 'experiments'"),
+    (lambda d: d["experiments"][0].update(threads="1"), "'threads' of an entry of 'experiments'"),
+    (lambda d: d.update(compare=[{"baseline": [1], "candidate": "tiny_t1"}]), "'baseline' of an entry of 'compare'"),
+    (lambda d: d["experiments"][0].update(dir="../outside"), "is not a folder name in the run directory"),
+], ids=["name_list", "model_list", "threads_string", "compare_side_list", "dir_outside_the_run"])
+def test_wrong_typed_manifest_field_stops_the_analysis(run_copy: Path, change: Any, needle: str) -> None:
+    """An experiment or compare field of a type no pipeline writes (or a folder outside the run): one line
+    before anything is written, never a traceback or a file outside the run directory."""
+    edit_json(run_copy / "manifest.json", change)
+    before = files_under(run_copy.parent)
+    analysed = run("analyze_results.py", "--run-dir", run_copy)
+    assert_one_clean_error(analysed, 1, "manifest.json", needle, "re-run the pipeline")
+    assert files_under(run_copy.parent) == before
+
+
 @pytest.mark.parametrize("file, change, check_id, needle", [
     ("analysis_summary.json", lambda d: d.update(comparisons="x"), "analysis", "has the wrong shape"),
     ("analysis_summary.json", lambda d: d["experiments"]["tiny_t1"].update(e2e=7), "analysis", "has the wrong shape"),
