@@ -98,8 +98,8 @@ def pipeline(folder: Path, models: dict[str, Path], prebuilt_runner: Path, venv_
              copies: tuple[str, ...]) -> dict:
     """One pipeline run pinned to CORE that measures the comparison once per copy ("" or "a", "b").
 
-    Returns the analysis summary's comparisons by copy, and each experiment's breakdown.json and
-    categories.csv by (copy, backend)."""
+    Returns each copy's comparison row of analysis_summary.json, each experiment's round medians
+    (for the failure message), and each experiment's breakdown.json and categories.csv by (copy, backend)."""
     # 10 rounds, generate_config.py's default: the speedup's CI resamples rounds (processes), and a
     # bootstrap over fewer rounds under-covers when the hog hits some rounds and not others.
     names = {(copy, backend): backend + (f"_{copy}" if copy else "") for copy in copies for backend in models}
