@@ -471,6 +471,20 @@ def test_results_outliers_do_not_move_the_median_ci(run_copy: Path):
     assert width(after) <= width(before) * 1.5 + 1.0, (width(before), width(after))
 
 
+def double_first_value(path: Path, column: str) -> tuple[dict[str, str], str]:
+    """Edit a derived CSV by hand: double the first non-empty, non-zero value of `column`.
+    Returns the edited row and the value it had."""
+    rows = list(csv.DictReader(path.open()))
+    edited = next(r for r in rows if r[column] not in ("", "0"))
+    original = edited[column]
+    edited[column] = str(float(original) * 2)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return edited, original
+
+
 @pytest.mark.parametrize("doctored", ["analysis_summary.json", "xnnpack_t1/op_stats.csv", "comparison.csv",
                                       "portable_t1/categories.csv"])
 def test_results_doctored_derived_file_fails(run_copy: Path, doctored: str):
@@ -481,15 +495,8 @@ def test_results_doctored_derived_file_fails(run_copy: Path, doctored: str):
         summary["comparisons"][0]["speedup"] = 0.5
         path.write_text(json.dumps(summary))
     else:
-        rows = list(csv.DictReader(path.open()))
-        column = {"op_stats.csv": "share_of_e2e_pct", "comparison.csv": "speedup",
-                  "categories.csv": "ms_per_inference"}[path.name]
-        edited = next(r for r in rows if r[column] not in ("", "0"))
-        edited[column] = str(float(edited[column]) * 2)
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        double_first_value(path, {"op_stats.csv": "share_of_e2e_pct", "comparison.csv": "speedup",
+                                  "categories.csv": "ms_per_inference"}[path.name])
     code, report = run_json(VALIDATE_RESULTS, "--run-dir", run_copy)
     assert code == 1 and report["verdict"] == "fail"
     (failed,) = checks_of(report, "recompute", "FAIL")
@@ -520,15 +527,7 @@ def test_recompute_results_matches_a_fresh_run(pipeline_run: Path, tmp_path: Pat
 
 def test_recompute_results_names_a_doctored_value(run_copy: Path, tmp_path: Path):
     """A share doubled by hand in op_stats.csv is that file's one problem, naming row, column and both values."""
-    path = run_copy / "xnnpack_t1" / "op_stats.csv"
-    rows = list(csv.DictReader(path.open()))
-    edited = next(r for r in rows if r["share_of_e2e_pct"] not in ("", "0"))
-    original = edited["share_of_e2e_pct"]
-    edited["share_of_e2e_pct"] = str(float(original) * 2)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    edited, original = double_first_value(run_copy / "xnnpack_t1" / "op_stats.csv", "share_of_e2e_pct")
     result = run(RECOMPUTE_RESULTS, "--run-dir", run_copy, "--out-dir", tmp_path / "work")
     assert result.returncode == 1 and "differs xnnpack_t1/op_stats.csv" in result.stdout
     problems = {entry["subject"]: entry["problems"] for entry in
